@@ -1,0 +1,310 @@
+"""Core ML forms: ML programs (``.mlpackage``) in fp16 and fp32 compute precision.
+
+Conversion: coremltools from traced TorchScript by default (coremltools' main path; about 5 s
+for MobileNetV2 here against 30 s or more through ``torch.export`` with dynamic sizes, same
+program), from a ``torch.export`` program as the fallback: the traced frontend fails on
+``F.interpolate(size=y.shape[-2:])`` and on ViT with numpy 2, the ``torch.export`` one converts
+them.  Which frontend was used and why is recorded.  Inputs and outputs keep float32 types (what an
+app feeds through ``MLMultiArray``), named as the eager model's.  One package serves every
+requested size through ``EnumeratedShapes`` (what an app with known sizes ships; ``RangeDim``
+with ``flexible="range"``); a model that does not convert with flexible shapes is exported per
+size (NeedsPerSize).
+
+Prediction needs Core ML, i.e. macOS.  Elsewhere the package runs on parbench's reference
+executor (``parbench.coreml_ref``) when it is importable; the session says which ran it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from parbench.backends.base import (
+    Artifact,
+    Availability,
+    BackendUnavailable,
+    ExportError,
+    ExportRequest,
+    Family,
+    TorchOutputFlattening,
+)
+from parbench.backends.executorch import (
+    all_sizes,
+    artifact_path,
+    as_float32,
+    error_text,
+    export_with_size_fallback,
+    input_names,
+    output_names,
+    quiet,
+    sized_dims,
+    torch_dynamic_shapes,
+    version_of,
+)
+
+Frontend = Literal["torch.export", "trace"]
+Flexible = Literal["enumerated", "range"]
+_FRONTENDS: tuple[Frontend, ...] = ("trace", "torch.export")
+_COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+_MACOS = sys.platform == "darwin"
+NEEDS_MACOS = "Core ML prediction needs macOS"
+
+_HINT = (
+    "coremltools could not convert the model with either frontend. If an op is missing, "
+    "register a composite op (coremltools.converters.mil.frontend.torch.register_torch_op) "
+    "or rewrite it in supported torch ops."
+)
+
+
+def _ct() -> Any:
+    """coremltools, imported quietly (its import logs warnings about untested versions)."""
+    with quiet():
+        import coremltools
+
+    return coremltools
+
+
+def _reference_model() -> Any:
+    """The reference executor's MLModel class; ImportError when it is not available."""
+    from parbench.coreml_ref import MLModel
+
+    return MLModel
+
+
+def _predictor(path: Path, compute_units: str = "ALL", prefer: str = "auto") -> tuple[Any, str]:
+    """Something with ``predict({name: array}) -> {name: array}`` for a saved package, and
+    which executor it is: ``"coreml"`` (macOS) or ``"reference"`` (parbench.coreml_ref)."""
+    if _MACOS and prefer != "reference":
+        ct = _ct()
+        return ct.models.MLModel(str(path), compute_units=ct.ComputeUnit[compute_units]), "coreml"
+    if prefer == "coreml":
+        raise BackendUnavailable(f"{NEEDS_MACOS} (this is {sys.platform}); executor='coreml' was asked for")
+    try:
+        model_cls = _reference_model()
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"{NEEDS_MACOS} (this is {sys.platform}) and the reference executor "
+            f"parbench.coreml_ref is not importable ({exc}); run on a Mac"
+        ) from exc
+    return model_cls(str(path)), "reference"
+
+
+
+
+def served_sizes(req: ExportRequest, dynamic: bool, flexible: str, meta: dict[str, Any]) -> list[int] | None:
+    """The sizes a converted package serves: the enumerated ones, any (a range, noted in meta),
+    or only the export size."""
+    if dynamic and flexible == "enumerated":
+        return all_sizes(req)
+    if dynamic:
+        meta["size_range"] = [all_sizes(req)[0], all_sizes(req)[-1]]
+        return None
+    return [int(req.export_size)]
+
+def convert_with_fallback(order: Sequence[Any], convert: Callable[[Any], Any], notes: list[str]) -> tuple[Any, Any]:
+    """Try each frontend in order; the first that converts wins, and why the others failed is noted."""
+    errors = []
+    for frontend in order:
+        try:
+            mlmodel = convert(frontend)
+        except Exception as exc:
+            errors.append(f"{frontend} frontend: {error_text(exc)}")
+            continue
+        if errors:
+            notes.append(f"{errors[0]}; converted with the {frontend} frontend instead")
+        return mlmodel, frontend
+    raise ExportError("coremltools conversion failed:\n" + "\n".join(errors))
+
+class CoreMLSession:
+    def __init__(
+        self,
+        path: Path,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        compute_units: str,
+        prefer: str,
+    ):
+        self.model, self.executor = _predictor(path, compute_units, prefer)
+        self.compute_units = compute_units if self.executor == "coreml" else None
+        self.input_names = list(input_names)
+        self.output_names = list(output_names)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
+        feeds = {n: np.ascontiguousarray(inputs[n]) for n in self.input_names}
+        out = self.model.predict(feeds)
+        missing = [n for n in self.output_names if n not in out]
+        if missing:
+            raise ExportError(f"the Core ML model returned {sorted(out)}, missing {missing}; re-export it")
+        return OrderedDict((n, as_float32(out[n])) for n in self.output_names)
+
+
+class _CoreMLBase:
+    name: str
+    family: Family
+    precision: Literal["float16", "float32"]
+    shape_mode: Literal["any", "per_size"] = "any"
+    suffix = ".mlpackage"
+
+    def __init__(
+        self,
+        frontend: Frontend = "trace",
+        flexible: Flexible = "enumerated",
+        target: str = "iOS17",
+        compute_units: str = "ALL",
+        executor: Literal["auto", "coreml", "reference"] = "auto",
+    ):
+        if frontend not in _FRONTENDS:
+            raise ValueError(f"frontend must be one of {_FRONTENDS}, got {frontend!r}")
+        if flexible not in ("enumerated", "range"):
+            raise ValueError(f"flexible must be 'enumerated' or 'range', got {flexible!r}")
+        if compute_units not in _COMPUTE_UNITS:
+            raise ValueError(f"compute_units must be one of {_COMPUTE_UNITS}, got {compute_units!r}")
+        if executor not in ("auto", "coreml", "reference"):
+            raise ValueError(f"executor must be 'auto', 'coreml' or 'reference', got {executor!r}")
+        self.frontend = frontend
+        self.flexible = flexible
+        # iOS17: the ML program opset of iOS 17 (2023); older phones need iOS15/16 here
+        self.target = target
+        self.compute_units = compute_units  # macOS only: ALL | CPU_ONLY | CPU_AND_GPU | CPU_AND_NE
+        self.executor = executor
+
+    def available(self) -> Availability:
+        try:
+            _ct()
+        except Exception as exc:
+            return Availability(False, False, f"coremltools is not importable: {error_text(exc, 1)}")
+        if _MACOS and self.executor != "reference":
+            return Availability(True, True, "", "coreml")
+        if self.executor != "coreml":
+            try:
+                _reference_model()
+            except ImportError:
+                pass
+            else:
+                return Availability(True, True, f"{NEEDS_MACOS}; using the reference executor", "reference")
+        return Availability(True, False, NEEDS_MACOS, "coreml")
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "convert_to": "mlprogram",
+            "precision": self.precision,
+            "target": self.target,
+            "frontend": self.frontend,
+            "flexible": self.flexible,
+            "io_dtype": "float32",
+            "torch": torch.__version__,
+            "coremltools": version_of("coremltools"),
+        }
+
+    # -- export -----------------------------------------------------------------------------
+    def _input_types(self, req: ExportRequest, dynamic: bool) -> list[Any]:
+        ct = _ct()
+        sizes = all_sizes(req)
+        types = []
+        for name, x, dims in zip(input_names(req), req.example_inputs, sized_dims(req), strict=True):
+            dtype = np.float32 if x.is_floating_point() else np.int32
+            base = list(x.shape)
+            if not (dynamic and dims):
+                shape: Any = tuple(base)
+            elif self.flexible == "enumerated":
+                shapes = [tuple(s if i in dims else d for i, d in enumerate(base)) for s in sizes]
+                shape = ct.EnumeratedShapes(shapes=shapes, default=tuple(base))
+            else:
+                shape = ct.Shape(
+                    [
+                        ct.RangeDim(sizes[0], sizes[-1], default=d) if i in dims else d
+                        for i, d in enumerate(base)
+                    ]
+                )
+            types.append(ct.TensorType(name=name, shape=shape, dtype=dtype))
+        return types
+
+    def _convert(self, frontend: Frontend, req: ExportRequest, dynamic: bool) -> Any:
+        ct = _ct()
+        model = TorchOutputFlattening(req.module).eval()
+        example = tuple(req.example_inputs)
+        with quiet(), torch.no_grad():
+            if frontend == "torch.export":
+                shapes = torch_dynamic_shapes(req) if dynamic else None
+                source: Any = torch.export.export(model, example, dynamic_shapes=shapes).run_decompositions(
+                    {}
+                )
+            else:
+                source = torch.jit.trace(model, example, check_trace=False)
+            precision = ct.precision.FLOAT16 if self.precision == "float16" else ct.precision.FLOAT32
+            return ct.convert(
+                source,
+                inputs=self._input_types(req, dynamic),
+                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names(req)],
+                convert_to="mlprogram",
+                compute_precision=precision,
+                minimum_deployment_target=getattr(ct.target, self.target),
+            )
+
+    def export(self, req: ExportRequest, out: Path) -> Artifact:
+        path = artifact_path(out, self.suffix)
+        names_in, names_out = input_names(req), output_names(req)
+        order = [self.frontend] + [f for f in _FRONTENDS if f != self.frontend]
+        notes: list[str] = []
+        t0 = time.perf_counter()
+
+        def attempt(dynamic: bool) -> tuple[Any, Frontend]:
+            return convert_with_fallback(order, lambda f: self._convert(f, req, dynamic), notes)
+
+        (mlmodel, used), dynamic = export_with_size_fallback(req, self.name, attempt, _HINT)
+        if path.exists():
+            shutil.rmtree(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with quiet():
+            mlmodel.save(str(path))
+        spec = mlmodel.get_spec()
+        meta: dict[str, Any] = {
+            "inputs": names_in,
+            "outputs": names_out,
+            "frontend": used,
+            "precision": self.precision,
+            "target": self.target,
+            "spec_version": int(spec.specificationVersion),
+            "dynamic_shapes": dynamic,
+            "flexible": self.flexible if dynamic else None,
+            "export_s": round(time.perf_counter() - t0, 3),
+            "notes": notes,
+        }
+        sizes = served_sizes(req, dynamic, self.flexible, meta)
+        return Artifact(variant=self.name, path=path, format="mlpackage", sizes=sizes, meta=meta)
+
+    def load(self, artifact: Artifact) -> CoreMLSession:
+        if not Path(artifact.path).is_dir():
+            raise ExportError(f"{artifact.path} does not exist; re-export the {self.name} artifact")
+        return CoreMLSession(
+            artifact.path,
+            artifact.meta["inputs"],
+            artifact.meta["outputs"],
+            self.compute_units,
+            self.executor,
+        )
+
+
+class CoreMLFp16Backend(_CoreMLBase):
+    name = "coreml_fp16"
+    family: Family = "fp16"
+    precision: Literal["float16", "float32"] = "float16"
+
+
+class CoreMLFp32Backend(_CoreMLBase):
+    name = "coreml_fp32"
+    family: Family = "fp32"
+    precision: Literal["float16", "float32"] = "float32"
+
+
+BACKENDS = [CoreMLFp16Backend, CoreMLFp32Backend]
+
+__all__ = ["BACKENDS", "NEEDS_MACOS", "CoreMLFp16Backend", "CoreMLFp32Backend", "CoreMLSession", "_predictor"]

@@ -1,0 +1,72 @@
+"""TorchScript, traced and saved as .pt (what `torch::jit::load` in an app reads).
+
+Tracing records one path through the model at the example size: a branch on the input's shape is
+frozen, which is exactly the bug parity at other sizes exists to catch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from parbench.backends.base import (
+    Artifact,
+    Availability,
+    ExportError,
+    ExportRequest,
+    inputs_to_tensors,
+    to_numpy_outputs,
+)
+
+
+def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
+    """Trace the model at the example inputs; returns the module and the tracer's warnings
+    (e.g. "Converting a tensor to a Python boolean might cause the trace to be incorrect")."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        try:
+            traced = torch.jit.trace(req.module, req.example_inputs, strict=False, check_trace=False)
+        except Exception as exc:
+            raise ExportError(f"torch.jit.trace failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    notes = sorted({str(w.message).splitlines()[0] for w in caught if issubclass(w.category, torch.jit.TracerWarning)})
+    return traced, notes
+
+
+class TorchScriptSession:
+    executor = "torch-jit"
+
+    def __init__(self, module: torch.jit.ScriptModule, output_names: list[str]):
+        self.module, self.output_names = module, output_names
+
+    @torch.inference_mode()
+    def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
+        return to_numpy_outputs(self.module(*inputs_to_tensors(inputs)), self.output_names)
+
+
+class TorchScriptBackend:
+    name = "torchscript"
+    family = "fp32"
+    shape_mode = "any"
+    suffix = ".pt"
+
+    def available(self) -> Availability:
+        return Availability(True, True, executor="torch-jit")
+
+    def options(self) -> dict:
+        return {"method": "trace", "torch": torch.__version__}
+
+    def export(self, req: ExportRequest, out: Path) -> Artifact:
+        traced, notes = trace(req)
+        path = out.with_suffix(self.suffix)
+        traced.save(str(path))
+        return Artifact(self.name, path, "pt", None if not req.per_size else [req.export_size],
+                        {"method": "torch.jit.trace", "tracer_warnings": notes})
+
+    def load(self, artifact: Artifact) -> TorchScriptSession:
+        module = torch.jit.load(str(artifact.path), map_location="cpu")
+        return TorchScriptSession(module.eval(), list(artifact.meta.get("output_names", [])))

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up parbench in ./.venv on a machine that has Python 3.11.
+#   bash scripts/setup.sh          the library, CLI and suites (torch 2.13 CPU, coremltools, ONNX Runtime, ExecuTorch)
+#   bash scripts/setup.sh --dev    also test tools, and (as root with apt) the system packages the tests use:
+#                                  a C++ toolchain for the device runner core and Chromium for the report test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    *) echo "setup.sh: unknown option $arg (use --dev)" >&2; exit 2 ;;
+  esac
+done
+
+py=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    py=$candidate; break
+  fi
+done
+[ -n "$py" ] || { echo "setup.sh: parbench needs Python 3.11 (torch 2.13 and ExecuTorch 1.5 wheels)" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+if [ "$dev" = 1 ]; then
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+else
+  .venv/bin/python -m pip install --quiet -e .
+fi
+
+if [ "$dev" = 1 ]; then
+  pkgs="cmake ninja-build g++ nlohmann-json3-dev libcurl4-openssl-dev libssl-dev chromium"
+  missing=""
+  for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "setup.sh: installing system packages:$missing"
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    else
+      echo "setup.sh: system packages missing:$missing" >&2
+      echo "          install them (e.g. sudo apt-get install$missing); the tests that need them skip and say so" >&2
+    fi
+  fi
+fi
+echo "parbench is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

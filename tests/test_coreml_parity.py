@@ -1,0 +1,49 @@
+"""Core ML forms in `pytest parity/` run (through the reference executor on Linux) and a broken
+conversion fails with a message naming the first diverging op."""
+
+import pytest
+import torch
+
+from parbench.harness import Harness
+
+pytest.importorskip("coremltools")
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    return Harness(cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_coreml_forms_run_and_record_the_executor(harness):
+    r = harness.parity("tiny_generator", "coreml_fp32", 256)
+    assert r.verdict == "pass", r.message
+    assert r.executor in ("reference", "coreml")
+    assert r.export["format"] == "mlpackage"
+
+
+def test_broken_conversion_names_the_first_diverging_op(tmp_path, monkeypatch):
+    from parbench.backends import get_backend
+
+    harness = Harness(cache_dir=tmp_path)
+    name, size = "tiny_generator", 256
+    good = harness.module(name)
+    broken = type(good)(width=8, n_res=2)
+    broken.load_state_dict(good.state_dict())
+    with torch.no_grad():  # a converter that mangles one layer's weights
+        broken.body[1].expand[1].weight.mul_(-1.0)
+    broken.eval()
+    backend = get_backend("coreml_fp32")
+    convert = backend.export
+
+    def broken_converter(req, out):
+        req.module = broken
+        return convert(req, out)
+
+    monkeypatch.setattr(backend, "export", broken_converter)
+    result = harness.parity(name, "coreml_fp32", size)
+    assert result.verdict == "fail"
+    assert "first diverging ops" in result.message
+    lines = result.message.split("first diverging ops")[1].splitlines()
+    first_row = next(line for line in lines if line.strip().startswith("#"))
+    # eager-vs-Core ML rows come first: the first op over threshold is the mangled conv itself
+    assert "body.1.expand.1]" in first_row and "conv" in first_row, result.message
