@@ -154,6 +154,8 @@ def _merge_child_runs(case: Any, benchmark: Any, bench: Any) -> None:
     pooled = [ns for _, e in entries for ns in e["extra_info"]["samples_ns"]]
     extra = dict(entries[0][1]["extra_info"])
     extra.update(run_index=-1, runs=len(entries), samples_ns=pooled)
+    if all(e["extra_info"].get("samples_cpu_ns") for _, e in entries):
+        extra["samples_cpu_ns"] = [ns for _, e in entries for ns in e["extra_info"]["samples_cpu_ns"]]
     bench.record(benchmark, pooled, extra)
     per_run = ", ".join(_ms(statistics.median(e["extra_info"]["samples_ns"])) for _, e in entries)
     bench.progress(f"{case.id}: median {_ms(statistics.median(pooled))} over {len(entries)} runs (per run: {per_run})")

@@ -662,7 +662,7 @@ def load_benchmark_runs(paths: Iterable[str | Path], clock: str = "wall") -> lis
     ``extra_info.run_index`` (``--runs K`` gives K entries per benchmark), and a file without
     run_index counts as one run per benchmark.  Samples come from ``extra_info.samples_ns``, or
     from ``stats.data`` (seconds) when absent.  Identical runs given twice count once.
-    ``clock="cpu"`` reads ``extra_info.samples_cpu_ns`` (thread CPU time of each round) instead.
+    ``clock="cpu"`` reads ``extra_info.samples_cpu_ns`` (process CPU time of each round) instead.
     """
     if clock not in CLOCKS:
         raise RegressError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
@@ -1068,7 +1068,7 @@ def _filter(runs: Mapping[Key, Sequence[Run]], model: str | None, variant: str |
 @click.option("--run-stat", type=click.Choice(RUN_STATS), default="median", show_default=True,
               help="How one run's samples become one number.")
 @click.option("--clock", type=click.Choice(sorted(CLOCKS)), default="wall", show_default=True,
-              help="wall: samples_ns; cpu: samples_cpu_ns (thread CPU time per round, steadier on a "
+              help="wall: samples_ns; cpu: samples_cpu_ns (process CPU time per round, steadier on a "
                    "shared machine) where the bench files carry it.")
 @click.option("--min-runs", type=click.IntRange(2), default=MIN_RUNS, show_default=True,
               help="Fewest runs per side before any verdict but unknown.")
@@ -1089,6 +1089,7 @@ def compare_command(baseline: tuple[str, ...], candidate: tuple[str, ...], store
     \b
     Each side is one or more pytest-benchmark JSON files (or folders of them; every benchmark
     entry is one run, i.e. one fresh process), or a query of the history store:
+      parbench compare base.json new.json        (one file per side)
       parbench compare base/*.json --candidate new/*.json
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate tonight.json
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate-nights 1
@@ -1097,6 +1098,8 @@ def compare_command(baseline: tuple[str, ...], candidate: tuple[str, ...], store
     Exit status: 0 no regression (unchanged, faster, unknown), 1 a confirmed regression
     (slower, or parity worse), 2 bad input.
     """
+    if not candidate and candidate_nights is None and baseline_nights is None and len(baseline) == 2:
+        baseline, candidate = baseline[:1], baseline[1:]  # the short form: compare BASELINE CANDIDATE
     if store is not None and baseline_nights is None:
         raise click.UsageError("--store needs --baseline-nights N (how many recent nights make the baseline)")
     if baseline_nights is not None and baseline:

@@ -1,6 +1,9 @@
 """How one session is timed.
 
 The clock is ``time.perf_counter_ns`` (monotonic, integer nanoseconds, no float rounding).
+Every round also records the process's CPU time (``time.process_time_ns``, all threads, so
+intra-op pools count): on a shared machine it moves far less than wall time when other jobs
+take the cores, and ``parbench compare --clock cpu`` decides on it.
 A timed session has four phases, each recorded on its own:
 
 1. **load**: the caller times it with :func:`time_call` and passes ``load_ns``;
@@ -36,6 +39,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 CLOCK = "time.perf_counter_ns"
+CPU_CLOCK = "time.process_time_ns"  # CPU time of every thread of the process (pools included)
 _MB = 1024.0 * 1024.0
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -193,7 +197,8 @@ def quantiles_ns(samples: Sequence[int]) -> tuple[float, float, float]:
 
 @dataclasses.dataclass
 class Timing:
-    """Everything measured for one session; ``samples_ns`` holds every timed round."""
+    """Everything measured for one session; ``samples_ns`` holds every timed round (wall clock)
+    and ``samples_cpu_ns`` the same rounds' process CPU time."""
 
     samples_ns: list[int]
     warmup_ns: list[int]
@@ -207,7 +212,9 @@ class Timing:
     max_rounds: int
     wall_ns: int  # first run + warm-up + rounds, including the loop's own bookkeeping
     rounds_wall_ns: int  # the rounds loop alone, bookkeeping included
+    samples_cpu_ns: list[int] = dataclasses.field(default_factory=list)
     clock: str = CLOCK
+    cpu_clock: str = CPU_CLOCK
 
     @property
     def rounds(self) -> int:
@@ -262,7 +269,9 @@ class Timing:
             "warmup_rounds": self.warmup_rounds,
             "warmup_ns": list(self.warmup_ns),
             "samples_ns": list(self.samples_ns),
+            "samples_cpu_ns": list(self.samples_cpu_ns),
             "clock": self.clock,
+            "cpu_clock": self.cpu_clock,
         }
 
 
@@ -320,6 +329,8 @@ def time_session(
         rounds = plan_rounds(per_call, min_time_s=min_time_s, min_rounds=min_rounds, max_rounds=max_rounds)
 
         samples = [0] * rounds
+        cpu_samples = [0] * rounds
+        cpu_clock = time.process_time_ns
         gc.collect()
         gc_was_enabled = gc.isenabled()
         if disable_gc:
@@ -327,9 +338,11 @@ def time_session(
         t_rounds = clock()
         try:
             for i in range(rounds):
+                c0 = cpu_clock()
                 t0 = clock()
                 run_fn()
                 samples[i] = clock() - t0
+                cpu_samples[i] = cpu_clock() - c0
         finally:
             if disable_gc and gc_was_enabled:
                 gc.enable()
@@ -348,4 +361,5 @@ def time_session(
         max_rounds=max_rounds,
         wall_ns=wall,
         rounds_wall_ns=t_end - t_rounds,
+        samples_cpu_ns=cpu_samples,
     )

@@ -22,7 +22,7 @@ QUICK = ["--tier", "smoke", "--bench-min-time", "0.05", "--bench-max-rounds", "1
          "--bench-warmup-time", "0.01", "-p", "no:cacheprovider"]
 SMOKE_SELECTION = "eager or torchscript"
 EXTRA_KEYS = {"model", "variant", "size", "threads", "executor", "artifact_bytes", "load_ms", "first_run_ms",
-              "peak_rss_mb", "samples_ns", "run_index", "source"}
+              "peak_rss_mb", "samples_ns", "samples_cpu_ns", "run_index", "source"}
 
 
 def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -83,6 +83,8 @@ def test_one_benchmark_per_case_with_parbench_fields(smoke_run: tuple[dict[str, 
         samples = extra["samples_ns"]
         assert all(isinstance(s, int) and s > 0 for s in samples)
         assert 3 <= len(samples) <= 12  # --bench-min-rounds / --bench-max-rounds
+        cpu = extra["samples_cpu_ns"]  # the same rounds on the process CPU clock
+        assert len(cpu) == len(samples) and all(isinstance(c, int) and c > 0 for c in cpu)
         # pytest-benchmark's stats are these very samples
         stats = b["stats"]
         assert stats["rounds"] == len(samples) and stats["iterations"] == 1
@@ -133,6 +135,15 @@ def test_runs_repeat_in_fresh_processes_and_merge(tmp_path: Path) -> None:
     assert doc["parbench"]["runs"] == 2
     assert "[run 1/2]" in proc.stdout and "[run 2/2]" in proc.stdout
     assert "over 2 runs" in proc.stdout and "1 passed" in proc.stdout
+    # the nightly's comparison reads the CPU clock of the same file (2 runs: too few to decide)
+    sides = []
+    for i, entry in enumerate(entries):
+        sides.append(tmp_path / f"side{i}.json")
+        sides[-1].write_text(json.dumps({**doc, "benchmarks": [entry]}))
+    cmp = subprocess.run([sys.executable, "-m", "parbench", "compare", *map(str, sides), "--clock", "cpu"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    assert "unknown" in cmp.stdout and "cpu clock" in cmp.stdout
 
 
 # -- pieces of the suite, in process ---------------------------------------------------------------

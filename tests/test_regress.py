@@ -263,6 +263,10 @@ def test_cli_aa_exits_0_and_ten_percent_exits_1(tmp_path: Path) -> None:
     rows = json.loads(out_json.read_text())["rows"]
     assert rows[0]["verdict"] == "slower" and rows[0]["n_baseline"] == rows[0]["n_candidate"] == 5
     assert rows[0]["ratio"] == pytest.approx(1.10, abs=0.02)
+    # the short form, one file per side: BASELINE CANDIDATE
+    short = runner.invoke(compare_command, [str(base), str(slow)])
+    assert short.exit_code == 1 and "slower" in short.output, short.output
+    assert runner.invoke(compare_command, [str(base), str(same)]).exit_code == 0
 
 
 def test_cli_one_file_per_run_and_several_candidates(tmp_path: Path) -> None:

@@ -140,6 +140,23 @@ def test_statistics_match_the_raw_samples() -> None:
     assert summary["clock"] == "time.perf_counter_ns"
 
 
+def test_cpu_time_is_recorded_per_round_and_does_not_count_waiting() -> None:
+    # each round sleeps 20 ms (wall time, no CPU) and then spins 2 ms (CPU): the CPU samples
+    # must see the spin and not the sleep, whatever else the machine is doing
+    def run() -> None:
+        time.sleep(0.02)
+        busy(0.002)
+
+    t = time_session(run, threads=None, min_time_s=0.0, min_rounds=4, max_rounds=4,
+                     warmup=Warmup(min_calls=0, min_time_s=0.0), first_run=False)
+    assert len(t.samples_cpu_ns) == len(t.samples_ns) == 4
+    for wall, cpu in zip(t.samples_ns, t.samples_cpu_ns, strict=True):
+        assert wall >= 22e6
+        assert 0 < cpu < wall - 15e6
+    summary = t.summary()
+    assert summary["samples_cpu_ns"] == t.samples_cpu_ns and summary["cpu_clock"] == "time.process_time_ns"
+
+
 def test_quantiles() -> None:
     assert quantiles_ns([5]) == (5.0, 5.0, 5.0)
     assert quantiles_ns([1, 2, 3, 4, 5]) == (2.0, 3.0, 4.0)
