@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--priority", action="store_true",
                     help="run the timed processes at nice -10 (needs root) pinned to one CPU (--cpu)")
     ap.add_argument("--cpu", type=int, default=None, help="CPU to pin the timed processes to (with --priority)")
-    ap.add_argument("--run-stats", default="median,min",
+    ap.add_argument("--run-stats", default="min,median",
                     help="comma-separated run statistics to evaluate parbench's rule with (the first fills "
                          "the main table; choices: median, mean, q25, q10, min)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

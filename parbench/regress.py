@@ -4,7 +4,7 @@ The unit of replication is the **run**: one fresh process that warms up and then
 Calls inside one run are not independent (the process's memory layout, frequency state and the
 neighbours on the machine are shared by all of them), so a test on per-call samples sees
 "significant" differences between two runs of identical code.  Here every run is reduced to one
-number (its median by default), and the decision is taken on those numbers:
+number (its fastest round by default; ``--run-stat median`` and others on request), and the decision is taken on those numbers:
 
 * **estimate**: the candidate/baseline ratio is ``exp(HL)``, where HL is the Hodges-Lehmann shift
   of the log run statistics (median of all candidate-minus-baseline differences): a robust
@@ -63,6 +63,9 @@ DEFAULT_PARITY_FLOOR_DB = 1.0
 DEFAULT_STORE = Path(os.environ.get("PARBENCH_STORE", "reports/history.sqlite"))
 MIN_RUNS = 3
 RUN_STATS = ("median", "mean", "q25", "q10", "min")
+# A run's fastest round: timing noise only ever adds time, and on a shared machine the minimum of a
+# run moved 4% between processes where its median moved 17% (docs/regression.md, the proof).
+DEFAULT_RUN_STAT = "min"
 PARITY_METRICS = ("cosine", "psnr_db", "snr_db")
 _DB_CAP = 200.0
 
@@ -404,7 +407,7 @@ def decide(
     *,
     floor: float = DEFAULT_FLOOR,
     alpha: float = DEFAULT_ALPHA,
-    run_stat: str = "median",
+    run_stat: str = DEFAULT_RUN_STAT,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int = DEFAULT_SEED,
     min_runs: int = MIN_RUNS,
@@ -822,7 +825,7 @@ class Row:
 
 
 def compare_runs(baseline: Mapping[Key, Sequence[Run]], candidate: Mapping[Key, Sequence[Run]], *,
-                 floor: float = DEFAULT_FLOOR, alpha: float = DEFAULT_ALPHA, run_stat: str = "median",
+                 floor: float = DEFAULT_FLOOR, alpha: float = DEFAULT_ALPHA, run_stat: str = DEFAULT_RUN_STAT,
                  n_boot: int = DEFAULT_BOOTSTRAP, seed: int = DEFAULT_SEED, min_runs: int = MIN_RUNS,
                  by_night: bool = False) -> list[Row]:
     """One latency verdict per benchmark present on either side.  With ``by_night`` the baseline
@@ -912,7 +915,7 @@ class Series:
     change_points: list[ChangePoint]
 
 
-def history_series(runs: Mapping[Key, Sequence[Run]], *, run_stat: str = "median",
+def history_series(runs: Mapping[Key, Sequence[Run]], *, run_stat: str = DEFAULT_RUN_STAT,
                    floor: float = DEFAULT_FLOOR, alpha: float = DEFAULT_CP_ALPHA,
                    permutations: int = 199, seed: int = DEFAULT_SEED,
                    min_persist: int = 2) -> list[Series]:
@@ -1065,7 +1068,7 @@ def _filter(runs: Mapping[Key, Sequence[Run]], model: str | None, variant: str |
               show_default=True, help="Significance level of the test and the CI (1 - confidence).")
 @click.option("--parity-floor-db", type=click.FloatRange(0, min_open=True), default=DEFAULT_PARITY_FLOOR_DB,
               show_default=True, help="Smallest parity drop (dB) that counts as a regression.")
-@click.option("--run-stat", type=click.Choice(RUN_STATS), default="median", show_default=True,
+@click.option("--run-stat", type=click.Choice(RUN_STATS), default=DEFAULT_RUN_STAT, show_default=True,
               help="How one run's samples become one number.")
 @click.option("--clock", type=click.Choice(sorted(CLOCKS)), default="wall", show_default=True,
               help="wall: samples_ns; cpu: samples_cpu_ns (process CPU time per round, steadier on a "
@@ -1188,7 +1191,8 @@ def compare_command(baseline: tuple[str, ...], candidate: tuple[str, ...], store
 @click.option("--source", default="host", show_default=True, help="Store source: host or device.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("reports/history"), show_default=True, help="Folder for PNG, HTML and JSON.")
-@click.option("--run-stat", type=click.Choice(RUN_STATS), default="median", show_default=True)
+@click.option("--run-stat", type=click.Choice(RUN_STATS), default=DEFAULT_RUN_STAT, show_default=True,
+              help="How one run's samples become one number.")
 @click.option("--clock", type=click.Choice(sorted(CLOCKS)), default="wall", show_default=True)
 @click.option("--floor", type=click.FloatRange(0, min_open=True), default=DEFAULT_FLOOR, show_default=True,
               help="Smallest shift reported as a change point.")
