@@ -175,10 +175,10 @@ def _builtins() -> list[ModelSpec]:
                   tiers=frozenset({"default", "full"}),
                   description="SSDLite/MobileNetV3 detector, raw boxes and class logits before NMS",
                   known_failures={"coreml_image": FOLDED_NORMALIZATION, "quantized_int8": QNNPACK_CLAMP}),
+        # ImageNet-normalized too, but its coreml_image error (rel_l2 1.4e-2) is inside the fp16 policy
         ModelSpec("small_vit", "classification", m.SmallViT, default_sizes, 256,
                   tiers=frozenset({"default", "full"}),
-                  description="ViT, 4 blocks x 192 dims, convolutional positional encoding",
-                  known_failures={"coreml_image": FOLDED_NORMALIZATION}),
+                  description="ViT, 4 blocks x 192 dims, convolutional positional encoding"),
         ModelSpec("resnet50", "classification", m.resnet50, default_sizes, 256,
                   tiers=frozenset({"full"}), description="ResNet-50 (torchvision)",
                   known_failures={"coreml_image": FOLDED_NORMALIZATION}),
