@@ -459,23 +459,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--job", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    from parbench.regress import RUN_STATS
+    if args.worker:  # a timed fresh process: import nothing it does not need
+        worker(args)
+        return 0
+    from parbench.regress import DEFAULT_RUNS, RUN_STATS
 
     run_stats = tuple(st.strip() for st in args.run_stats.split(",") if st.strip())
     if not run_stats or set(run_stats) - set(RUN_STATS):
         ap.error(f"--run-stats takes names from {', '.join(RUN_STATS)}; got {args.run_stats!r}")
-    if args.worker:
-        worker(args)
-        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     raw_path = args.out / "samples.json"
     if args.samples is not None:
         data = json.loads(args.samples.read_text())
     else:
-        from parbench.regress import DEFAULT_RUNS as default_runs
-
         # quick: just enough runs to draw two disjoint sets of the default size at 0%
-        processes = args.processes or (2 * default_runs if args.quick else 40)
+        processes = args.processes or (2 * DEFAULT_RUNS if args.quick else 40)
         tmp = args.out / "tmp"
         tmp.mkdir(exist_ok=True)
         print(f"collecting {processes} fresh-process runs per level x {len(LEVELS)} levels", file=sys.stderr)
@@ -483,8 +481,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp.rmdir()
     if args.collect_only:
         return 0
-    from parbench.regress import DEFAULT_RUNS
-
     t0 = time.time()
     comparisons = args.comparisons or (300 if data["quick"] else 1000)
     counts = (DEFAULT_RUNS,) if data["quick"] else (3, 5, 7, 10, 15)

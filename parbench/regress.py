@@ -4,7 +4,8 @@ The unit of replication is the **run**: one fresh process that warms up and then
 Calls inside one run are not independent (the process's memory layout, frequency state and the
 neighbours on the machine are shared by all of them), so a test on per-call samples sees
 "significant" differences between two runs of identical code.  Here every run is reduced to one
-number (its fastest round by default; ``--run-stat median`` and others on request), and the decision is taken on those numbers:
+number (its fastest round by default; ``--run-stat median`` and others on request), and the
+decision is taken on those numbers:
 
 * **estimate**: the candidate/baseline ratio is ``exp(HL)``, where HL is the Hodges-Lehmann shift
   of the log run statistics (median of all candidate-minus-baseline differences): a robust

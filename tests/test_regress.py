@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,10 +22,7 @@ from parbench.regress import decide as decide_default
 # fastest round) on one-sided interference noise in test_default_run_statistic_*.
 MEDIAN = ["--run-stat", "median"]
 
-
-def decide(baseline, candidate, **kw):  # type: ignore[no-untyped-def]
-    kw.setdefault("run_stat", "median")
-    return decide_default(baseline, candidate, **kw)
+decide = functools.partial(decide_default, run_stat="median")
 
 
 def make_runs(n_runs: int, center_ms: float, *, run_sd: float = 0.01, call_sd: float = 0.02,
