@@ -48,8 +48,9 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where converted packages go (default: a temp dir)")
     args = ap.parse_args()
 
+    from support.coreml_models import convert, make_model
+
     from parbench.coreml_ref import MLModel
-    from parbench.coreml_ref.testmodels import convert, make_model
 
     torch.set_num_threads(args.threads)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="coreml_ref_speed_"))

@@ -148,8 +148,13 @@ def worker(args: argparse.Namespace) -> None:
                     lo += _time_calls(lambda m=model, x=x, u=base: (m(x), pad(u)), block)[1]
                     hi += _time_calls(lambda m=model, x=x, u=base + probe: (m(x), pad(u)), block)[1]
                 t_lo, t_hi = float(np.median(lo)), float(np.median(hi))
-                result["workloads"][name] = {"model_cpu_ns": model_ns, "base_units": base, "probe_units": probe,
-                                             "call_cpu_ns": t_lo, "unit_cpu_ns": max(1.0, (t_hi - t_lo) / probe)}
+                result["workloads"][name] = {
+                    "model_cpu_ns": model_ns,
+                    "base_units": base,
+                    "probe_units": probe,
+                    "call_cpu_ns": t_lo,
+                    "unit_cpu_ns": max(1.0, (t_hi - t_lo) / probe),
+                }
         else:
             for name, spec in WORKLOADS.items():
                 units = int(job["units"][name])
@@ -167,12 +172,20 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.worker_out).write_text(json.dumps(result))
 
 
-def _spawn(job: dict[str, Any], quick: bool, tmp: Path, priority: bool = False,
-           cpu: int | None = None) -> dict[str, Any]:
+def _spawn(
+    job: dict[str, Any], quick: bool, tmp: Path, priority: bool = False, cpu: int | None = None
+) -> dict[str, Any]:
     """Run one job in a fresh interpreter and return what it wrote."""
     out = tmp / f"job_{time.monotonic_ns()}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--job", json.dumps(job),
-           "--worker-out", str(out)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--job",
+        json.dumps(job),
+        "--worker-out",
+        str(out),
+    ]
     if quick:
         cmd.append("--quick")
     if priority:
@@ -210,8 +223,15 @@ def calibrate(quick: bool, tmp: Path, priority: bool, cpu: int | None, repeats: 
     return out
 
 
-def collect(processes: int, quick: bool, tmp: Path, raw_path: Path, priority: bool = False,
-            cpu: int | None = None, seed: int = 0) -> dict[str, Any]:
+def collect(
+    processes: int,
+    quick: bool,
+    tmp: Path,
+    raw_path: Path,
+    priority: bool = False,
+    cpu: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Round-robin over the levels, one fresh process per run; saves progress to ``raw_path``."""
     t0 = time.time()
     cal = calibrate(quick, tmp, priority, cpu)
@@ -222,8 +242,12 @@ def collect(processes: int, quick: bool, tmp: Path, raw_path: Path, priority: bo
         "quick": quick,
         "processes_per_level": processes,
         "priority": priority,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                    "load_average_start": os.getloadavg()},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "load_average_start": os.getloadavg(),
+        },
         "runs": [],
     }
     rng = np.random.default_rng(seed)
@@ -272,11 +296,11 @@ def rule_gbench_utest(base: np.ndarray, cand: np.ndarray, alpha: float = 0.05) -
     return bool(p < alpha and np.median(cand) > np.median(base))
 
 
-ASV_ROUNDS = 2          # asv default: rounds=2, each round a fresh process
-ASV_REPEAT = 5          # default repeat when rounds > 1: (min 1, max 5, max 10 s)
+ASV_ROUNDS = 2  # asv default: rounds=2, each round a fresh process
+ASV_REPEAT = 5  # default repeat when rounds > 1: (min 1, max 5, max 10 s)
 ASV_SAMPLE_TIME = 0.01  # default sample_time 10 ms: number = calls per sample
-ASV_FACTOR = 1.1        # asv compare --factor default
-ASV_P = 0.002           # asv's is_different threshold
+ASV_FACTOR = 1.1  # asv compare --factor default
+ASV_P = 0.002  # asv's is_different threshold
 
 
 def asv_samples(runs: Sequence[np.ndarray]) -> np.ndarray:
@@ -337,44 +361,72 @@ class Cell:
 
     def as_dict(self) -> dict[str, Any]:
         lo, hi = wilson(self.alarms, self.comparisons)
-        return {"rule": self.rule, "workload": self.workload, "level": self.level,
-                "runs_per_side": self.runs_per_side, "alarms": self.alarms,
-                "comparisons": self.comparisons, "rate": self.alarms / self.comparisons,
-                "wilson_low": lo, "wilson_high": hi, "unknown": self.unknown,
-                "unknown_rate": self.unknown / self.comparisons}
+        return {
+            "rule": self.rule,
+            "workload": self.workload,
+            "level": self.level,
+            "runs_per_side": self.runs_per_side,
+            "alarms": self.alarms,
+            "comparisons": self.comparisons,
+            "rate": self.alarms / self.comparisons,
+            "wilson_low": lo,
+            "wilson_high": hi,
+            "unknown": self.unknown,
+            "unknown_rate": self.unknown / self.comparisons,
+        }
 
 
-def _draw(rng: np.random.Generator, n0: int, nl: int, k: int, same_pool: bool) -> tuple[np.ndarray, np.ndarray]:
+def _draw(
+    rng: np.random.Generator, n0: int, nl: int, k: int, same_pool: bool
+) -> tuple[np.ndarray, np.ndarray]:
     if same_pool:
         idx = rng.choice(n0, size=2 * k, replace=False)
         return idx[:k], idx[k:]
     return rng.choice(n0, size=k, replace=False), rng.choice(nl, size=k, replace=False)
 
 
-def evaluate(data: dict[str, Any], comparisons: int, run_counts: Sequence[int], default_runs: int,
-             run_stats: Sequence[str], clock: str = "wall_ns", seed: int = 1) -> dict[str, Any]:
-    from parbench.regress import decide_latency, run_statistic
+def evaluate(
+    data: dict[str, Any],
+    comparisons: int,
+    run_counts: Sequence[int],
+    default_runs: int,
+    run_stats: Sequence[str],
+    clock: str = "wall_ns",
+    seed: int = 1,
+) -> dict[str, Any]:
+    from parbench.regress.decide import decide_latency, run_statistic
 
     cells: list[Cell] = []
     realized: dict[str, dict[str, float]] = {}
     for w in data["workloads"]:
-        pool = {lv: [np.asarray(r["workloads"][w][clock], dtype=np.float64) for r in data["runs"]
-                     if r["level"] == lv] for lv in data["levels"]}
+        pool = {
+            lv: [
+                np.asarray(r["workloads"][w][clock], dtype=np.float64)
+                for r in data["runs"]
+                if r["level"] == lv
+            ]
+            for lv in data["levels"]
+        }
         base_med = float(np.median([np.median(r) for r in pool[0.0]]))
-        realized[w] = {str(lv): float(np.median([np.median(r) for r in pool[lv]])) / base_med - 1
-                       for lv in data["levels"]}
+        realized[w] = {
+            str(lv): float(np.median([np.median(r) for r in pool[lv]])) / base_med - 1
+            for lv in data["levels"]
+        }
         realized[w]["baseline_ms"] = base_med / 1e6
-        stat_vals = {st: {lv: np.array([run_statistic(r, st) for r in pool[lv]]) for lv in pool}
-                     for st in run_stats}
+        stat_vals = {
+            st: {lv: np.array([run_statistic(r, st) for r in pool[lv]]) for lv in pool} for st in run_stats
+        }
         for lv in data["levels"]:
             same = lv == 0.0
             n0, nl = len(pool[0.0]), len(pool[lv])
             # parbench's rule, at several run counts and run statistics
             for st in run_stats:
                 for k in run_counts:
-                    if (2 * k > n0 if same else k > min(n0, nl)):
+                    if 2 * k > n0 if same else k > min(n0, nl):
                         continue
-                    rng = np.random.default_rng([seed, int(lv * 1000), k, len(w)])  # same draws for every statistic
+                    rng = np.random.default_rng(
+                        [seed, int(lv * 1000), k, len(w)]
+                    )  # same draws for every statistic
                     alarms = unknown = 0
                     for _ in range(comparisons):
                         ib, ic = _draw(rng, n0, nl, k, same)
@@ -394,8 +446,13 @@ def evaluate(data: dict[str, Any], comparisons: int, run_counts: Sequence[int], 
                     ib, ic = _draw(rng, n0, nl, k, same)
                     alarms += bool(fn([pool[0.0][i] for i in ib], [pool[lv][i] for i in ic]))
                 cells.append(Cell(name, w, lv, k, alarms, comparisons))
-    return {"cells": [c.as_dict() for c in cells], "realized": realized, "clock": clock,
-            "comparisons": comparisons, "default_runs": default_runs}
+    return {
+        "cells": [c.as_dict() for c in cells],
+        "realized": realized,
+        "clock": clock,
+        "comparisons": comparisons,
+        "default_runs": default_runs,
+    }
 
 
 def _pct(c: dict[str, Any]) -> str:
@@ -405,56 +462,95 @@ def _pct(c: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any], default_stat: str) -> str:
     cells = result["cells"]
     k = result["default_runs"]
-    rules = [(f"parbench[{default_stat}]", k, f"parbench ({k} runs/side)"),
-             ("pytest-benchmark mean:5%", 1, "pytest-benchmark mean:5% (1 run/side)"),
-             ("gbench U test", 1, "gbench U test p<0.05 (1 run/side)"),
-             ("asv compare", ASV_ROUNDS, f"asv compare ×1.1 ({ASV_ROUNDS} rounds/side)")]
-    lines = ["| workload | injected | measured | " + " | ".join(r[2] for r in rules) + " |",
-             "|---|---:|---:|" + "---:|" * len(rules)]
+    rules = [
+        (f"parbench[{default_stat}]", k, f"parbench ({k} runs/side)"),
+        ("pytest-benchmark mean:5%", 1, "pytest-benchmark mean:5% (1 run/side)"),
+        ("gbench U test", 1, "gbench U test p<0.05 (1 run/side)"),
+        ("asv compare", ASV_ROUNDS, f"asv compare ×1.1 ({ASV_ROUNDS} rounds/side)"),
+    ]
+    lines = [
+        "| workload | injected | measured | " + " | ".join(r[2] for r in rules) + " |",
+        "|---|---:|---:|" + "---:|" * len(rules),
+    ]
     for w, real in result["realized"].items():
         for lv in sorted(float(x) for x in real if x != "baseline_ms"):
             row = [f"{w} ({real['baseline_ms']:.2f} ms)", f"{lv * 100:.0f}%", f"{real[str(lv)] * 100:+.1f}%"]
             for rule, n, _ in rules:
-                c = next((c for c in cells if c["rule"] == rule and c["workload"] == w and c["level"] == lv
-                          and c["runs_per_side"] == n), None)
+                c = next(
+                    (
+                        c
+                        for c in cells
+                        if c["rule"] == rule
+                        and c["workload"] == w
+                        and c["level"] == lv
+                        and c["runs_per_side"] == n
+                    ),
+                    None,
+                )
                 row.append(_pct(c) if c else "—")
             lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append("Rates are the share of comparisons flagged as a slowdown: false alarms at 0%, detections above. "
-                 "[Wilson 95% interval over the resampled comparisons.]")
+    lines.append(
+        "Rates are the share of comparisons flagged as a slowdown: false alarms at 0%, detections above. "
+        "[Wilson 95% interval over the resampled comparisons.]"
+    )
     # sweep over run counts and run statistics for parbench
     stats = sorted({c["rule"] for c in cells if c["rule"].startswith("parbench")})
     counts = sorted({c["runs_per_side"] for c in cells if c["rule"].startswith("parbench")})
-    lines += ["", "| parbench rule | runs/side | workload | alarm @0% | @3% | @5% | @10% | unknown @0% | unknown @5% |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| parbench rule | runs/side | workload | alarm @0% | @3% | @5% | @10% | unknown @0% | unknown @5% |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for st in stats:
         for n in counts:
             for w in result["realized"]:
-                cs = {c["level"]: c for c in cells if c["rule"] == st and c["runs_per_side"] == n
-                      and c["workload"] == w}
+                cs = {
+                    c["level"]: c
+                    for c in cells
+                    if c["rule"] == st and c["runs_per_side"] == n and c["workload"] == w
+                }
                 if len(cs) < 4:
                     continue
-                lines.append(f"| {st} | {n} | {w} | " + " | ".join(f"{cs[lv]['rate'] * 100:.1f}%" for lv in LEVELS)
-                             + f" | {cs[0.0]['unknown_rate'] * 100:.1f}% | {cs[0.05]['unknown_rate'] * 100:.1f}% |")
+                lines.append(
+                    f"| {st} | {n} | {w} | "
+                    + " | ".join(f"{cs[lv]['rate'] * 100:.1f}%" for lv in LEVELS)
+                    + f" | {cs[0.0]['unknown_rate'] * 100:.1f}% | {cs[0.05]['unknown_rate'] * 100:.1f}% |"
+                )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="2 x the default run count per level, fewer rounds and comparisons (about 3 min)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 x the default run count per level, fewer rounds and comparisons (about 3 min)",
+    )
     ap.add_argument("--processes", type=int, default=None, help="fresh-process runs per slowdown level")
     ap.add_argument("--out", type=Path, default=REPO / "reports" / "proof_regression")
     ap.add_argument("--samples", type=Path, default=None, help="re-evaluate a saved collection")
     ap.add_argument("--collect-only", action="store_true")
-    ap.add_argument("--comparisons", type=int, default=None,
-                    help="resampled comparisons per cell (default 1000, 300 with --quick)")
-    ap.add_argument("--priority", action="store_true",
-                    help="run the timed processes at nice -10 (needs root) pinned to one CPU (--cpu)")
-    ap.add_argument("--cpu", type=int, default=None, help="CPU to pin the timed processes to (with --priority)")
-    ap.add_argument("--run-stats", default="min,median",
-                    help="comma-separated run statistics to evaluate parbench's rule with (the first fills "
-                         "the main table; choices: median, mean, q25, q10, min)")
+    ap.add_argument(
+        "--comparisons",
+        type=int,
+        default=None,
+        help="resampled comparisons per cell (default 1000, 300 with --quick)",
+    )
+    ap.add_argument(
+        "--priority",
+        action="store_true",
+        help="run the timed processes at nice -10 (needs root) pinned to one CPU (--cpu)",
+    )
+    ap.add_argument(
+        "--cpu", type=int, default=None, help="CPU to pin the timed processes to (with --priority)"
+    )
+    ap.add_argument(
+        "--run-stats",
+        default="min,median",
+        help="comma-separated run statistics to evaluate parbench's rule with (the first fills "
+        "the main table; choices: median, mean, q25, q10, min)",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -462,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:  # a timed fresh process: import nothing it does not need
         worker(args)
         return 0
-    from parbench.regress import DEFAULT_RUNS, RUN_STATS
+    from parbench.regress.decide import DEFAULT_RUNS, RUN_STATS
 
     run_stats = tuple(st.strip() for st in args.run_stats.split(",") if st.strip())
     if not run_stats or set(run_stats) - set(RUN_STATS):
@@ -501,15 +597,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "samples": str(args.samples) if args.samples is not None else str(raw_path),
         "collect_seconds": data.get("collect_seconds"),
         "evaluate_seconds": eval_seconds,
-        "seconds_per_run": {"mean": float(np.mean(per_run)) if per_run else None,
-                            "median": float(np.median(per_run)) if per_run else None},
+        "seconds_per_run": {
+            "mean": float(np.mean(per_run)) if per_run else None,
+            "median": float(np.median(per_run)) if per_run else None,
+        },
         "default_runs": DEFAULT_RUNS,
         "run_stats": list(run_stats),
         "results": results,
     }
     text = []
-    for clock, title in (("cpu_ns", "thread CPU time (time.thread_time_ns)"),
-                         ("wall_ns", "wall clock (time.perf_counter_ns)")):
+    for clock, title in (
+        ("cpu_ns", "thread CPU time (time.thread_time_ns)"),
+        ("wall_ns", "wall clock (time.perf_counter_ns)"),
+    ):
         text += [f"### Per-call {title}", "", markdown(results[clock], run_stats[0]), ""]
     spr = summary["seconds_per_run"]["median"]
     text.append(
@@ -518,13 +618,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f" ({spr:.1f} s per run, process start included)" if spr else "")
         + f"; evaluation {eval_seconds / 60:.1f} min; {comparisons} resampled comparisons per cell; "
         f"load average {data.get('machine', {}).get('load_average_start')} at start, "
-        f"{data.get('machine', {}).get('load_average_end')} at end.")
+        f"{data.get('machine', {}).get('load_average_end')} at end."
+    )
     md = "\n".join(text)
     print(md)
     (args.out / "proof_regression.md").write_text(md + "\n")
     (args.out / "proof_regression.json").write_text(json.dumps(summary, indent=1))
-    print(f"\nwrote {args.out / 'proof_regression.md'}, {args.out / 'proof_regression.json'} "
-          f"and the raw samples {raw_path if args.samples is None else args.samples}", file=sys.stderr)
+    print(
+        f"\nwrote {args.out / 'proof_regression.md'}, {args.out / 'proof_regression.json'} "
+        f"and the raw samples {raw_path if args.samples is None else args.samples}",
+        file=sys.stderr,
+    )
     return 0
 
 

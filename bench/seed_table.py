@@ -18,17 +18,33 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from parbench.report.build import collect
+from parbench.report.tables import VARIANT_ORDER
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from parbench.report import VARIANT_ORDER, collect  # noqa: E402
 
 PHONE_MS = {256: 2000.0, 640: 9000.0}  # published phone CPU figures for this kind of generator
 
 
 def run_bench(args: argparse.Namespace, out: Path) -> int:
-    cmd = [sys.executable, "-m", "pytest", "bench/", "--models", args.model,
-           "--sizes", ",".join(map(str, args.sizes)), "--threads", str(args.threads),
-           "--bench-min-time", str(args.min_time), f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "bench/",
+        "--models",
+        args.model,
+        "--sizes",
+        ",".join(map(str, args.sizes)),
+        "--threads",
+        str(args.threads),
+        "--bench-min-time",
+        str(args.min_time),
+        f"--benchmark-json={out}",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+    ]
     if args.variants:
         cmd += ["--variants", args.variants]
     print("running:", " ".join(cmd[2:]), flush=True)
@@ -43,7 +59,10 @@ def table(json_path: Path, model: str, sizes: list[int]) -> str:
         raise SystemExit(f"{json_path} has no results for {model}")
     lo, hi = min(sizes), max(sizes)
     head = ["form", *(f"{n} px" for n in sizes), f"{hi}/{lo}", "executor"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(sizes) + 1) + ["---"]) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(sizes) + 1) + ["---"]) + "|",
+    ]
     forms = sorted(s["form"].unique(), key=lambda f: VARIANT_ORDER.index(f) if f in VARIANT_ORDER else 99)
     for form in forms:
         fr = s[s["form"] == form].set_index("size")
@@ -54,15 +73,22 @@ def table(json_path: Path, model: str, sizes: list[int]) -> str:
                 cells.append(f"{r['median_ms']:.1f} ±{r['iqr_ms']:.1f}")
             else:
                 cells.append("–")
-        ratio = (f"{fr.loc[hi, 'median_ms'] / fr.loc[lo, 'median_ms']:.2f}×"
-                 if lo in fr.index and hi in fr.index else "–")
+        ratio = (
+            f"{fr.loc[hi, 'median_ms'] / fr.loc[lo, 'median_ms']:.2f}×"
+            if lo in fr.index and hi in fr.index
+            else "–"
+        )
         lines.append("| " + " | ".join([form, *cells, ratio, str(fr["executor"].iloc[0])]) + " |")
     phone = [f"{PHONE_MS[n]:.0f}" if n in PHONE_MS else "–" for n in sizes]
-    lines.append("| phone CPU (published) | " + " | ".join(phone) + f" | {PHONE_MS[640] / PHONE_MS[256]:.2f}× | – |")
+    lines.append(
+        "| phone CPU (published) | " + " | ".join(phone) + f" | {PHONE_MS[640] / PHONE_MS[256]:.2f}× | – |"
+    )
     threads = sorted({int(t) for t in s["threads"].dropna()})
-    note = (f"\nHost: median ms ±IQR per run of `session.run` ({', '.join(map(str, threads))} thread(s), "
-            f"{int(s['n_samples'].min())}–{int(s['n_samples'].max())} rounds per cell). "
-            f"Pixel count grows {(hi / lo) ** 2:.2f}× from {lo} to {hi} px.")
+    note = (
+        f"\nHost: median ms ±IQR per run of `session.run` ({', '.join(map(str, threads))} thread(s), "
+        f"{int(s['n_samples'].min())}–{int(s['n_samples'].max())} rounds per cell). "
+        f"Pixel count grows {(hi / lo) ** 2:.2f}× from {lo} to {hi} px."
+    )
     return "\n".join(lines) + "\n" + note
 
 

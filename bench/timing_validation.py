@@ -3,7 +3,7 @@
     python bench/timing_validation.py [--repeats 5] [--json out.json]
 
 For fixed CPU workloads of about 1 ms and 10 ms (a float32 matmul sized to that on this
-machine; torch, 1 thread) it prints parbench's median (``parbench.timing.time_session``) next
+machine; torch, 1 thread) it prints parbench's median (``parbench.run.timing.time_session``) next
 to ``torch.utils.benchmark.Timer(...).blocked_autorange()``'s median, measured alternately in
 the same process, and the ratio; also parbench's mean and the share of the CPU the process got.
 On a busy machine (share < 0.9) other processes preempt the workload: the Timer's block means then
@@ -28,7 +28,7 @@ import torch
 import torch.utils.benchmark as tb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from parbench.timing import Warmup, time_session  # noqa: E402
+from parbench.run.timing import Warmup, time_session  # noqa: E402
 
 T = TypeVar("T")
 MEDIAN_TOLERANCE = 0.05
@@ -53,8 +53,13 @@ def _torch_median_ns(fn_globals: dict, min_run_time: float) -> float:
 
 def _parbench_ns(a: torch.Tensor, b: torch.Tensor, min_time_s: float) -> tuple[float, float]:
     """(median, mean) per call."""
-    t = time_session(lambda: torch.mm(a, b), threads=1, min_time_s=min_time_s, max_rounds=100_000,
-                     warmup=Warmup(min_calls=2, min_time_s=0.1))
+    t = time_session(
+        lambda: torch.mm(a, b),
+        threads=1,
+        min_time_s=min_time_s,
+        max_rounds=100_000,
+        warmup=Warmup(min_calls=2, min_time_s=0.1),
+    )
     return t.median_ns, t.mean_ns
 
 
@@ -79,35 +84,58 @@ def compare(target_ms: float, repeats: int, min_time_s: float) -> dict:
     for _ in range(repeats):  # alternate, so drift of the machine hits both alike
         (p_med, p_mean), p_share = _cpu_share(lambda: _parbench_ns(a, b, min_time_s))
         t, t_share = _cpu_share(lambda: _torch_median_ns(g, min_time_s))
-        rows.append({"parbench_median_ms": p_med / 1e6, "parbench_mean_ms": p_mean / 1e6,
-                     "torch_timer_ms": t / 1e6, "ratio": p_med / t, "mean_ratio": p_mean / t,
-                     "cpu_share": min(p_share, t_share)})
+        rows.append(
+            {
+                "parbench_median_ms": p_med / 1e6,
+                "parbench_mean_ms": p_mean / 1e6,
+                "torch_timer_ms": t / 1e6,
+                "ratio": p_med / t,
+                "mean_ratio": p_mean / t,
+                "cpu_share": min(p_share, t_share),
+            }
+        )
     quiet = [r for r in rows if r["cpu_share"] >= QUIET_SHARE]
-    return {"target_ms": target_ms, "n": n, "pairs": rows,
-            "median_ratio": statistics.median(r["ratio"] for r in rows),
-            "quiet_pairs": len(quiet),
-            "quiet_median_ratio": statistics.median(r["ratio"] for r in quiet) if quiet else None}
+    return {
+        "target_ms": target_ms,
+        "n": n,
+        "pairs": rows,
+        "median_ratio": statistics.median(r["ratio"] for r in rows),
+        "quiet_pairs": len(quiet),
+        "quiet_median_ratio": statistics.median(r["ratio"] for r in quiet) if quiet else None,
+    }
 
 
 def overhead(repeats: int) -> dict:
     inside, per_call = [], []
     for _ in range(repeats):
-        t = time_session(lambda: None, threads=None, min_time_s=0.2, max_rounds=1_000_000,
-                         warmup=Warmup(min_calls=100, min_time_s=0.0, max_calls=100))
+        t = time_session(
+            lambda: None,
+            threads=None,
+            min_time_s=0.2,
+            max_rounds=1_000_000,
+            warmup=Warmup(min_calls=100, min_time_s=0.0, max_calls=100),
+        )
         inside.append(t.median_ns)
         per_call.append(t.rounds_wall_ns / t.rounds)
-    return {"inside_timed_region_ns": statistics.median(inside), "per_call_loop_ns": statistics.median(per_call)}
+    return {
+        "inside_timed_region_ns": statistics.median(inside),
+        "per_call_loop_ns": statistics.median(per_call),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5, help="alternating measurement pairs per workload")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement (each timer)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    print(f"torch {torch.__version__}, 1 thread; {args.repeats} alternating pairs of {args.min_time:.1f} s each")
+    print(
+        f"torch {torch.__version__}, 1 thread; {args.repeats} alternating pairs of {args.min_time:.1f} s each"
+    )
     results = {"workloads": [], "overhead": None}
     ok = True
     for target in (1.0, 10.0):
@@ -117,27 +145,41 @@ def main() -> int:
         within = abs(judged - 1) <= MEDIAN_TOLERANCE
         ok &= within
         print(f"\n~{target:g} ms workload: torch.mm of {r['n']}x{r['n']} float32")
-        print(f"  {'pair':>4} {'parbench median':>16} {'parbench mean':>14} {'torch Timer':>12} "
-              f"{'median ratio':>13} {'mean ratio':>11} {'CPU share':>10}")
+        print(
+            f"  {'pair':>4} {'parbench median':>16} {'parbench mean':>14} {'torch Timer':>12} "
+            f"{'median ratio':>13} {'mean ratio':>11} {'CPU share':>10}"
+        )
         for i, x in enumerate(r["pairs"]):
-            print(f"  {i:>4} {x['parbench_median_ms']:>13.4f} ms {x['parbench_mean_ms']:>11.4f} ms "
-                  f"{x['torch_timer_ms']:>9.4f} ms {x['ratio']:>13.3f} {x['mean_ratio']:>11.3f} "
-                  f"{x['cpu_share']:>10.2f}")
-        scope = (f"over the {r['quiet_pairs']} pair(s) with CPU share >= {QUIET_SHARE}"
-                 if r["quiet_median_ratio"] is not None else "over all pairs (none ran uncontended)")
-        print(f"  median ratio parbench/torch {scope}: {judged:.3f} "
-              f"({'within' if within else 'OUTSIDE'} ±{MEDIAN_TOLERANCE:.0%})")
+            print(
+                f"  {i:>4} {x['parbench_median_ms']:>13.4f} ms {x['parbench_mean_ms']:>11.4f} ms "
+                f"{x['torch_timer_ms']:>9.4f} ms {x['ratio']:>13.3f} {x['mean_ratio']:>11.3f} "
+                f"{x['cpu_share']:>10.2f}"
+            )
+        scope = (
+            f"over the {r['quiet_pairs']} pair(s) with CPU share >= {QUIET_SHARE}"
+            if r["quiet_median_ratio"] is not None
+            else "over all pairs (none ran uncontended)"
+        )
+        print(
+            f"  median ratio parbench/torch {scope}: {judged:.3f} "
+            f"({'within' if within else 'OUTSIDE'} ±{MEDIAN_TOLERANCE:.0%})"
+        )
     o = overhead(args.repeats)
     results["overhead"] = o
     fast = o["per_call_loop_ns"] < OVERHEAD_TARGET_NS
     ok &= fast
     print("\nparbench overhead per timed call (no-op session):")
     print(f"  inside the timed region (median no-op sample): {o['inside_timed_region_ns']:.0f} ns")
-    print(f"  whole rounds loop per call:                    {o['per_call_loop_ns']:.0f} ns "
-          f"({'below' if fast else 'ABOVE'} the {OVERHEAD_TARGET_NS / 1000:g} us target)")
+    print(
+        f"  whole rounds loop per call:                    {o['per_call_loop_ns']:.0f} ns "
+        f"({'below' if fast else 'ABOVE'} the {OVERHEAD_TARGET_NS / 1000:g} us target)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    print("\nresult:", "all targets met" if ok else "a target was missed (see above; a busy machine widens spreads)")
+    print(
+        "\nresult:",
+        "all targets met" if ok else "a target was missed (see above; a busy machine widens spreads)",
+    )
     return 0 if ok else 1
 
 

@@ -15,20 +15,46 @@ from collections.abc import Mapping
 import numpy as np
 
 CAP_DB = 200.0  # SNR/PSNR of identical arrays (JSON has no infinity)
-HIGHER_IS_BETTER = {"cosine", "snr_db", "psnr_db", "top1_agree", "top5_overlap", "pixel_accuracy",
-                    "mean_iou", "class_agree"}
+HIGHER_IS_BETTER = {
+    "cosine",
+    "snr_db",
+    "psnr_db",
+    "top1_agree",
+    "top5_overlap",
+    "pixel_accuracy",
+    "mean_iou",
+    "class_agree",
+}
 
 # family -> metric -> threshold; task-specific entries apply only to outputs of that kind.
 POLICY: dict[str, dict[str, float]] = {
     # different kernels and summation orders, same precision
-    "fp32": {"rel_l2": 1e-3, "cosine": 0.9999, "top1_agree": 1.0, "pixel_accuracy": 0.995,
-             "psnr_db": 55.0, "class_agree": 0.995},
+    "fp32": {
+        "rel_l2": 1e-3,
+        "cosine": 0.9999,
+        "top1_agree": 1.0,
+        "pixel_accuracy": 0.995,
+        "psnr_db": 55.0,
+        "class_agree": 0.995,
+    },
     # fp16 weights and activations (Core ML default): ~1e-3 relative error per op, compounding
-    "fp16": {"rel_l2": 3e-2, "cosine": 0.999, "top5_overlap": 0.8, "pixel_accuracy": 0.97,
-             "psnr_db": 35.0, "class_agree": 0.95},
+    "fp16": {
+        "rel_l2": 3e-2,
+        "cosine": 0.999,
+        "top5_overlap": 0.8,
+        "pixel_accuracy": 0.97,
+        "psnr_db": 35.0,
+        "class_agree": 0.95,
+    },
     # int8 post-training quantization: a visible but bounded change
-    "int8": {"rel_l2": 0.35, "cosine": 0.94, "top5_overlap": 0.4, "pixel_accuracy": 0.75,
-             "psnr_db": 18.0, "class_agree": 0.6},
+    "int8": {
+        "rel_l2": 0.35,
+        "cosine": 0.94,
+        "top5_overlap": 0.4,
+        "pixel_accuracy": 0.75,
+        "psnr_db": 18.0,
+        "class_agree": 0.6,
+    },
 }
 
 
@@ -97,8 +123,9 @@ def output_metrics(a: np.ndarray, r: np.ndarray, task: str) -> dict[str, float]:
     return m
 
 
-def thresholds(family: str, variant: str, overrides: Mapping[str, Mapping[str, float]] | None = None
-               ) -> dict[str, float]:
+def thresholds(
+    family: str, variant: str, overrides: Mapping[str, Mapping[str, float]] | None = None
+) -> dict[str, float]:
     """Policy for a family, with a model's overrides by family and then by variant applied."""
     t = dict(POLICY[family])
     for key in (family, variant):
@@ -163,9 +190,15 @@ class Comparison:
         return "\n".join(lines)
 
 
-def compare(candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], task: str,
-            family: str, variant: str = "", overrides: Mapping[str, Mapping[str, float]] | None = None,
-            n_worst: int = 3) -> Comparison:
+def compare(
+    candidate: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    task: str,
+    family: str,
+    variant: str = "",
+    overrides: Mapping[str, Mapping[str, float]] | None = None,
+    n_worst: int = 3,
+) -> Comparison:
     limits = thresholds(family, variant, overrides)
     outs = []
     for name, r in reference.items():
@@ -174,20 +207,28 @@ def compare(candidate: Mapping[str, np.ndarray], reference: Mapping[str, np.ndar
             continue
         a = np.asarray(candidate[name])
         if a.shape != r.shape:
-            outs.append(OutputComparison(name, {}, [], [],
-                                         f"shape mismatch: candidate {list(a.shape)}, reference {list(r.shape)}"))
+            outs.append(
+                OutputComparison(
+                    name, {}, [], [], f"shape mismatch: candidate {list(a.shape)}, reference {list(r.shape)}"
+                )
+            )
             continue
         if not np.all(np.isfinite(a)):
             bad = int((~np.isfinite(a)).sum())
             outs.append(OutputComparison(name, {}, [], [], f"{bad} of {a.size} candidate values are NaN/inf"))
             continue
         m = output_metrics(a, r, task)
-        checks = [Check(k, m[k], limits[k], m[k] >= limits[k] if k in HIGHER_IS_BETTER else m[k] <= limits[k])
-                  for k in limits if k in m]
+        checks = [
+            Check(k, m[k], limits[k], m[k] >= limits[k] if k in HIGHER_IS_BETTER else m[k] <= limits[k])
+            for k in limits
+            if k in m
+        ]
         err = np.abs(a.astype(np.float64) - r.astype(np.float64)).ravel()
         idx = np.argsort(-err)[:n_worst] if err.size else []
-        worst = [(tuple(int(x) for x in np.unravel_index(i, r.shape)), float(r.ravel()[i]), float(a.ravel()[i]))
-                 for i in idx]
+        worst = [
+            (tuple(int(x) for x in np.unravel_index(i, r.shape)), float(r.ravel()[i]), float(a.ravel()[i]))
+            for i in idx
+        ]
         outs.append(OutputComparison(name, m, checks, worst))
     return Comparison(outs)
 

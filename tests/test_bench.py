@@ -4,31 +4,57 @@ budgets) in a subprocess, and its JSON checked against pytest-benchmark's own re
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from parbench.pytest_plugins import bench as bench_plugin
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTEST = [sys.executable, "-m", "pytest"]
-QUICK = ["--tier", "smoke", "--bench-min-time", "0.05", "--bench-max-rounds", "12", "--bench-min-rounds", "3",
-         "--bench-warmup-time", "0.01", "-p", "no:cacheprovider"]
+QUICK = [
+    "--tier",
+    "smoke",
+    "--bench-min-time",
+    "0.05",
+    "--bench-max-rounds",
+    "12",
+    "--bench-min-rounds",
+    "3",
+    "--bench-warmup-time",
+    "0.01",
+    "-p",
+    "no:cacheprovider",
+]
 SMOKE_SELECTION = "eager or torchscript"
-EXTRA_KEYS = {"model", "variant", "size", "threads", "executor", "artifact_bytes", "load_ms", "first_run_ms",
-              "peak_rss_mb", "samples_ns", "samples_cpu_ns", "run_index", "source"}
+EXTRA_KEYS = {
+    "model",
+    "variant",
+    "size",
+    "threads",
+    "executor",
+    "artifact_bytes",
+    "load_ms",
+    "first_run_ms",
+    "peak_rss_mb",
+    "samples_ns",
+    "samples_cpu_ns",
+    "run_index",
+    "source",
+}
 
 
 def run_bench(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([*PYTEST, "bench/", *QUICK, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [*PYTEST, "bench/", *QUICK, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def smoke_bench_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -52,24 +78,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     return json.loads(path.read_text()), (path.parent / "output.txt").read_text()
 
 
-def load_bench_conftest() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("parbench_bench_conftest", ROOT / "bench" / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 # -- the real run ---------------------------------------------------------------------------------
 
 
 def test_one_benchmark_per_case_with_parbench_fields(smoke_run: tuple[dict[str, Any], str]) -> None:
     doc, _ = smoke_run
     names = sorted(b["name"] for b in doc["benchmarks"])
-    expected = sorted(f"test_latency[{m}-{v}-{s}]" for m, sizes in
-                      (("tiny_classifier", (224, 320)), ("tiny_generator", (256, 320)))
-                      for v in ("eager", "torchscript") for s in sizes)
+    expected = sorted(
+        f"test_latency[{m}-{v}-{s}]"
+        for m, sizes in (("tiny_classifier", (224, 320)), ("tiny_generator", (256, 320)))
+        for v in ("eager", "torchscript")
+        for s in sizes
+    )
     assert names == expected
     for b in doc["benchmarks"]:
         extra = b["extra_info"]
@@ -96,8 +116,10 @@ def test_one_benchmark_per_case_with_parbench_fields(smoke_run: tuple[dict[str, 
 
 def test_torchscript_load_is_timed_and_eager_is_instant(smoke_run: tuple[dict[str, Any], str]) -> None:
     doc, _ = smoke_run
-    by = {(b["extra_info"]["model"], b["extra_info"]["variant"], b["extra_info"]["size"]): b["extra_info"]
-          for b in doc["benchmarks"]}
+    by = {
+        (b["extra_info"]["model"], b["extra_info"]["variant"], b["extra_info"]["size"]): b["extra_info"]
+        for b in doc["benchmarks"]
+    }
     for model, size in (("tiny_classifier", 224), ("tiny_generator", 256)):
         # loading a .pt from disk takes real time; the eager "load" hands over a module in memory
         assert by[(model, "torchscript", size)]["load_ms"] > by[(model, "eager", size)]["load_ms"]
@@ -114,15 +136,30 @@ def test_progress_line_per_case(smoke_run: tuple[dict[str, Any], str]) -> None:
 def test_pytest_benchmark_compare_reads_the_file(tmp_path_factory: pytest.TempPathFactory) -> None:
     path = smoke_bench_json(tmp_path_factory)
     env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # its reader needs no pytest plugins
-    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(path)],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "test_latency[tiny_generator-eager-320]" in proc.stdout
 
 
 def test_runs_repeat_in_fresh_processes_and_merge(tmp_path: Path) -> None:
-    proc = run_bench(["-k", "tiny_classifier and eager and 224", "--runs", "2", "--threads", "2",
-                      "--bench-out", str(tmp_path)])
+    proc = run_bench(
+        [
+            "-k",
+            "tiny_classifier and eager and 224",
+            "--runs",
+            "2",
+            "--threads",
+            "2",
+            "--bench-out",
+            str(tmp_path),
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     files = list(tmp_path.glob("*.json"))  # the default file name: <UTC timestamp>.json
     assert len(files) == 1 and files[0].stem.endswith("Z")
@@ -140,8 +177,13 @@ def test_runs_repeat_in_fresh_processes_and_merge(tmp_path: Path) -> None:
     for i, entry in enumerate(entries):
         sides.append(tmp_path / f"side{i}.json")
         sides[-1].write_text(json.dumps({**doc, "benchmarks": [entry]}))
-    cmp = subprocess.run([sys.executable, "-m", "parbench", "compare", *map(str, sides), "--clock", "cpu"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    cmp = subprocess.run(
+        [sys.executable, "-m", "parbench", "compare", *map(str, sides), "--clock", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     assert "unknown" in cmp.stdout and "cpu clock" in cmp.stdout
 
@@ -150,43 +192,74 @@ def test_runs_repeat_in_fresh_processes_and_merge(tmp_path: Path) -> None:
 
 
 def test_child_args_drop_what_the_parent_handles() -> None:
-    mod = load_bench_conftest()
-    args = ["bench/", "--tier", "smoke", "--benchmark-json", "out.json", "--runs=3", "-k", "eager",
-            "--benchmark-save=x", "--benchmark-autosave", "--benchmark-compare", "0001", "--threads", "2",
-            "--bench-out", "o", "--benchmark-histogram"]
+    mod = bench_plugin
+    args = [
+        "bench/",
+        "--tier",
+        "smoke",
+        "--benchmark-json",
+        "out.json",
+        "--runs=3",
+        "-k",
+        "eager",
+        "--benchmark-save=x",
+        "--benchmark-autosave",
+        "--benchmark-compare",
+        "0001",
+        "--threads",
+        "2",
+        "--bench-out",
+        "o",
+        "--benchmark-histogram",
+    ]
     assert mod.child_args(args) == ["bench/", "--tier", "smoke", "-k", "eager", "--threads", "2"]
 
 
 class FakeConfig:
     def __init__(self, **options: Any) -> None:
-        self.options = {"--threads": 1, "--runs": 1, "--bench-min-time": 1.0, "--bench-min-rounds": 5,
-                        "--bench-max-rounds": 500, "--bench-warmup-time": 0.2, "--parbench-run-index": None}
+        self.options = {
+            "--threads": 1,
+            "--runs": 1,
+            "--bench-min-time": 1.0,
+            "--bench-min-rounds": 5,
+            "--bench-max-rounds": 500,
+            "--bench-warmup-time": 0.2,
+            "--parbench-run-index": None,
+        }
         self.options.update(options)
 
     def getoption(self, name: str) -> Any:
         return self.options[name]
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"--runs": 0}, "--runs must be >= 1"),
-    ({"--threads": 0}, "--threads must be >= 1"),
-    ({"--bench-min-rounds": 10, "--bench-max-rounds": 3}, "--bench-min-rounds <= --bench-max-rounds"),
-    ({"--bench-min-time": -1.0}, "--bench-min-time"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"--runs": 0}, "--runs must be >= 1"),
+        ({"--threads": 0}, "--threads must be >= 1"),
+        ({"--bench-min-rounds": 10, "--bench-max-rounds": 3}, "--bench-min-rounds <= --bench-max-rounds"),
+        ({"--bench-min-time": -1.0}, "--bench-min-time"),
+    ],
+)
 def test_bad_option_values_are_usage_errors(options: dict[str, Any], message: str) -> None:
-    mod = load_bench_conftest()
+    mod = bench_plugin
     with pytest.raises(pytest.UsageError, match=message):
         mod._settings(FakeConfig(**options))
     assert mod._settings(FakeConfig(**{"--parbench-run-index": 3})).run_index == 3
 
 
 def test_merge_runs_orders_by_benchmark_then_run() -> None:
-    mod = load_bench_conftest()
+    mod = bench_plugin
 
     def doc(index: int, names: list[str]) -> dict[str, Any]:
         return {"benchmarks": [{"fullname": n, "extra_info": {"run_index": index}} for n in names]}
 
     merged = mod.merge_runs([doc(0, ["a", "b"]), doc(1, ["a", "b"])])
-    assert [(b["fullname"], b["extra_info"]["run_index"]) for b in merged] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert [(b["fullname"], b["extra_info"]["run_index"]) for b in merged] == [
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+        ("b", 1),
+    ]
     with pytest.raises(RuntimeError, match="run_index"):
         mod.merge_runs([doc(0, ["a"]), doc(0, ["a"])])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from parbench.backends.base import Artifact, ExportError
-from parbench.cache import ArtifactCache
+from parbench.run.cache import ArtifactCache
 
 KEY = {"model": "m", "variant": "v", "options": {"x": 1}}
 

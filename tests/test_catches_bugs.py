@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from parbench import compare as cmp
-from parbench.backends.base import ExportRequest, sha256_path
+from parbench._util.hashing import sha256_path
+from parbench.backends.base import ExportRequest
 from parbench.backends.torchscript import TorchScriptBackend
-from parbench.harness import Harness
+from parbench.run.harness import Harness
+from parbench.run.parity import check
 
 DATA = Path(__file__).parent / "data"
 
@@ -21,15 +23,15 @@ def harness(tmp_path_factory):
 
 
 def test_frozen_shape_branch_fails_at_other_sizes(harness):
-    ok = harness.parity("shape_branch", "torchscript", 256)
+    ok = check(harness, "shape_branch", "torchscript", 256).record
     assert ok.verdict == "pass"
-    bad = harness.parity("shape_branch", "torchscript", 400)
+    bad = check(harness, "shape_branch", "torchscript", 400).record
     assert bad.verdict == "fail"
     assert "exported at 256px" in bad.message
     assert "tracer warned" in bad.message and "Python boolean" in bad.message
     assert "rel_l2" in bad.message and "FAIL" in bad.message
     assert bad.metrics["output"]["cosine"] < 0.99
-    assert harness.parity("shape_branch", "eager", 400).verdict == "pass"
+    assert check(harness, "shape_branch", "eager", 400).record.verdict == "pass"
 
 
 def test_swapped_rgb_bgr_preprocessing_fails(harness, tmp_path):
@@ -48,7 +50,9 @@ def test_swapped_rgb_bgr_preprocessing_fails(harness, tmp_path):
     case = harness.cases("image_and_mask", 128)[0]
     example = tuple(torch.from_numpy(v) for v in case.inputs.values())
     backend = TorchScriptBackend()
-    art = backend.export(ExportRequest(SwapsChannels(module), spec, example, 128, [128], False), tmp_path / "m")
+    art = backend.export(
+        ExportRequest(SwapsChannels(module), spec, example, 128, [128], False), tmp_path / "m"
+    )
     art.meta["output_names"] = list(case.golden)
     out = backend.load(art).run(case.inputs)
     comp = cmp.compare(out, case.golden, spec.task, "fp32")
@@ -65,7 +69,7 @@ def test_corrupted_weight_in_artifact_fails(harness):
     """A converter that writes one wrong weight: the artifact is self-consistent (hash recorded
     after the damage) but its outputs are wrong."""
     art = harness.artifact("image_and_mask", "torchscript", 128)
-    assert harness.parity("image_and_mask", "torchscript", 128).verdict == "pass"
+    assert check(harness, "image_and_mask", "torchscript", 128).record.verdict == "pass"
     scripted = torch.jit.load(str(art.path))
     with torch.no_grad():
         scripted.enc.weight[3, 1, 1, 1] += 5.0
@@ -75,7 +79,7 @@ def test_corrupted_weight_in_artifact_fails(harness):
     record["sha256"] = sha256_path(art.path)
     entry.write_text(json.dumps(record))
     harness._sessions.clear()
-    bad = harness.parity("image_and_mask", "torchscript", 128)
+    bad = check(harness, "image_and_mask", "torchscript", 128).record
     assert bad.verdict == "fail"
     assert "worst elements" in bad.message and "FAIL" in bad.message
 
@@ -86,16 +90,16 @@ def test_corrupt_cache_entry_is_rebuilt_not_used(harness):
     data[len(data) // 2] ^= 0xFF
     art.path.write_bytes(bytes(data))
     harness._sessions.clear()
-    result = harness.parity("two_heads", "lite", 32)
+    result = check(harness, "two_heads", "lite", 32).record
     assert result.verdict == "pass"
     assert result.cache.startswith("rebuilt") and "sha256" in result.cache
-    assert harness.parity("two_heads", "lite", 32).cache == "hit"
+    assert check(harness, "two_heads", "lite", 32).record.cache == "hit"
 
 
 def test_multi_input_and_tuple_outputs(harness):
-    r = harness.parity("image_and_mask", "lite", 192)
+    r = check(harness, "image_and_mask", "lite", 192).record
     assert r.verdict == "pass" and set(r.metrics) == {"image", "confidence"}
-    r = harness.parity("two_heads", "torchscript", 32)
+    r = check(harness, "two_heads", "torchscript", 32).record
     assert r.verdict == "pass" and set(r.metrics) == {"output_0", "output_1"}
     assert "top1_agree" in r.metrics["output_0"]
 
@@ -106,5 +110,5 @@ def test_export_failure_is_a_result_not_a_crash(harness, monkeypatch):
 
     monkeypatch.setattr(torch.jit, "trace", broken)
     shutil.rmtree(harness.cache_dir / "artifacts" / "two_heads", ignore_errors=True)
-    r = harness.parity("two_heads", "torchscript", 32)
+    r = check(harness, "two_heads", "torchscript", 32).record
     assert r.verdict == "error" and "aten::frobnicate" in r.message and "torchscript export" in r.message

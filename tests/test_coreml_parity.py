@@ -4,7 +4,9 @@ conversion fails with a message naming the first diverging op."""
 import pytest
 import torch
 
-from parbench.harness import Harness
+from parbench.diagnose.localise import localise_failure
+from parbench.run.harness import Harness
+from parbench.run.parity import check
 
 pytest.importorskip("coremltools")
 
@@ -15,7 +17,7 @@ def harness(tmp_path_factory):
 
 
 def test_coreml_forms_run_and_record_the_executor(harness):
-    r = harness.parity("tiny_generator", "coreml_fp32", 256)
+    r = check(harness, "tiny_generator", "coreml_fp32", 256).record
     assert r.verdict == "pass", r.message
     assert r.executor in ("reference", "coreml")
     assert r.export["format"] == "mlpackage"
@@ -40,7 +42,9 @@ def test_broken_conversion_names_the_first_diverging_op(tmp_path, monkeypatch):
         return convert(req, out)
 
     monkeypatch.setattr(backend, "export", broken_converter)
-    result = harness.parity(name, "coreml_fp32", size)
+    outcome = check(harness, name, "coreml_fp32", size)
+    localise_failure(harness, outcome)  # what the parity suite does with a failure
+    result = outcome.record
     assert result.verdict == "fail"
     assert "first diverging ops" in result.message
     lines = result.message.split("first diverging ops")[1].splitlines()

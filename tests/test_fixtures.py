@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from parbench import fixtures as fx
 from parbench import zoo
+from parbench.errors import DegenerateOutputError, FixtureError
+from parbench.fixtures import FixtureSet
+from parbench.fixtures.build import build
 
 
 def _tiny_spec():
@@ -17,12 +19,12 @@ def fixture_set(tmp_path):
     spec = _tiny_spec()
     torch.manual_seed(0)
     module = spec.resolve_factory()().eval()
-    return fx.build(tmp_path / "set", [spec], lambda s: module, cases_per_size=2), module
+    return build(tmp_path / "set", [spec], lambda s: module, cases_per_size=2), module
 
 
 def test_round_trip_and_goldens(fixture_set):
     fs, module = fixture_set
-    again = fx.FixtureSet.open(fs.root)
+    again = FixtureSet.open(fs.root)
     cases = again.cases("tiny", 48)
     assert [c.id for c in cases] == ["tiny/48/0", "tiny/48/1"]
     with torch.no_grad():
@@ -35,12 +37,12 @@ def test_round_trip_and_goldens(fixture_set):
 
 def test_corrupt_tensor_is_refused_by_name(fixture_set):
     fs, _ = fixture_set
-    rel = fs.manifest["models"]["tiny"]["cases"][0]["inputs"]["image"]
+    rel = fs.manifest.models["tiny"].cases[0].inputs["image"]
     data = bytearray((fs.root / rel).read_bytes())
     data[100] ^= 0xFF
     (fs.root / rel).write_bytes(bytes(data))
-    with pytest.raises(fx.FixtureError, match="corrupt.*sha256") as err:
-        fx.FixtureSet.open(fs.root).cases("tiny", 32)
+    with pytest.raises(FixtureError, match="corrupt.*sha256") as err:
+        FixtureSet.open(fs.root).cases("tiny", 32)
     assert rel in str(err.value)
 
 
@@ -49,16 +51,16 @@ def test_unknown_format_version_is_refused(fixture_set):
     manifest = json.loads((fs.root / "manifest.json").read_text())
     manifest["format_version"] = 99
     (fs.root / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(fx.FixtureError, match="format_version 99.*reads only version 1"):
-        fx.FixtureSet.open(fs.root)
+    with pytest.raises(FixtureError, match="format_version 99.*reads only version 1"):
+        FixtureSet.open(fs.root)
 
 
 def test_missing_and_malformed_manifest(tmp_path):
-    with pytest.raises(fx.FixtureError, match="parbench fixtures"):
-        fx.FixtureSet.open(tmp_path)
+    with pytest.raises(FixtureError, match="parbench fixtures"):
+        FixtureSet.open(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(fx.FixtureError, match="not valid JSON"):
-        fx.FixtureSet.open(tmp_path)
+    with pytest.raises(FixtureError, match="not valid JSON"):
+        FixtureSet.open(tmp_path)
 
 
 def test_degenerate_golden_outputs_are_refused(tmp_path):
@@ -68,5 +70,5 @@ def test_degenerate_golden_outputs_are_refused(tmp_path):
         def forward(self, x):
             return x.mean() * 1e-9 + torch.zeros(1, 8)
 
-    with pytest.raises(fx.DegenerateOutputError, match="'flat'.*degenerate"):
-        fx.build(tmp_path / "s", [spec], lambda s: Flat())
+    with pytest.raises(DegenerateOutputError, match="'flat'.*degenerate"):
+        build(tmp_path / "s", [spec], lambda s: Flat())

@@ -13,9 +13,12 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats as sps
 
-from parbench import regress
-from parbench.regress import compare_command, decide_latency, decide_parity
-from parbench.regress import decide as decide_default
+from parbench.cli.regress import compare_command
+from parbench.errors import RegressError
+from parbench.regress import decide as regress
+from parbench.regress.decide import decide as decide_default
+from parbench.regress.decide import decide_latency, decide_parity
+from parbench.regress.sides import load_benchmark_runs
 
 # make_runs draws symmetric per-call noise around each run's level, which a run's median
 # summarizes best; the rule's mechanics are tested on medians, and the default statistic (a run's
@@ -25,8 +28,15 @@ MEDIAN = ["--run-stat", "median"]
 decide = functools.partial(decide_default, run_stat="median")
 
 
-def make_runs(n_runs: int, center_ms: float, *, run_sd: float = 0.01, call_sd: float = 0.02,
-              rounds: int = 100, seed: int = 0) -> list[np.ndarray]:
+def make_runs(
+    n_runs: int,
+    center_ms: float,
+    *,
+    run_sd: float = 0.01,
+    call_sd: float = 0.02,
+    rounds: int = 100,
+    seed: int = 0,
+) -> list[np.ndarray]:
     """Runs in ns: each run has its own offset (process-to-process noise, lognormal run_sd) and
     per-call noise around it; calls inside a run share the run's offset, as on a real machine."""
     rng = np.random.default_rng(seed)
@@ -37,41 +47,99 @@ def make_runs(n_runs: int, center_ms: float, *, run_sd: float = 0.01, call_sd: f
     return out
 
 
-def bench_doc(runs: list[np.ndarray], *, model: str = "mobilenet_v2", variant: str = "eager",
-              size: int = 256, stamp: str = "2026-01-01T02:00:00+00:00", commit: str = "a" * 40,
-              with_samples: bool = True, cpu_runs: list[np.ndarray] | None = None) -> dict:
+def bench_doc(
+    runs: list[np.ndarray],
+    *,
+    model: str = "mobilenet_v2",
+    variant: str = "eager",
+    size: int = 256,
+    stamp: str = "2026-01-01T02:00:00+00:00",
+    commit: str = "a" * 40,
+    with_samples: bool = True,
+    cpu_runs: list[np.ndarray] | None = None,
+) -> dict:
     """A pytest-benchmark JSON document (the layout its writer produces) holding one benchmark
     entry per run, with parbench's extra_info."""
     benchmarks = []
     for i, r in enumerate(runs):
         data = [float(v) / 1e9 for v in r]
-        extra = {"model": model, "variant": variant, "size": size, "threads": 1, "executor": "torch",
-                 "artifact_bytes": 1000, "load_ms": 5.0, "first_run_ms": float(r[0]) / 1e6 * 2,
-                 "peak_rss_mb": 100.0, "run_index": i, "source": "host"}
+        extra = {
+            "model": model,
+            "variant": variant,
+            "size": size,
+            "threads": 1,
+            "executor": "torch",
+            "artifact_bytes": 1000,
+            "load_ms": 5.0,
+            "first_run_ms": float(r[0]) / 1e6 * 2,
+            "peak_rss_mb": 100.0,
+            "run_index": i,
+            "source": "host",
+        }
         if with_samples:
             extra["samples_ns"] = [int(v) for v in r]
         if cpu_runs is not None:
             extra["samples_cpu_ns"] = [int(v) for v in cpu_runs[i]]
-        benchmarks.append({
-            "group": None, "name": f"test_latency[{model}-{variant}-{size}]",
-            "fullname": f"bench/test_latency.py::test_latency[{model}-{variant}-{size}]",
-            "params": {"case": f"{model}-{variant}-{size}"}, "param": f"{model}-{variant}-{size}",
-            "extra_info": extra,
-            "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": 5, "max_time": 1.0,
-                        "min_time": 5e-06, "warmup": False},
-            "stats": {"min": min(data), "max": max(data), "mean": float(np.mean(data)),
-                      "stddev": float(np.std(data, ddof=1)), "rounds": len(data),
-                      "median": float(np.median(data)), "iqr": 0.0, "q1": 0.0, "q3": 0.0,
-                      "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0", "ld15iqr": min(data),
-                      "hd15iqr": max(data), "ops": 1 / float(np.mean(data)), "total": float(np.sum(data)),
-                      "data": data, "iterations": 1},
-        })
-    return {"machine_info": {"node": "ci", "processor": "x86_64", "machine": "x86_64",
-                             "python_version": "3.11.9", "system": "Linux", "release": "6.1",
-                             "cpu": {"brand_raw": "test cpu", "count": 2}},
-            "commit_info": {"id": commit, "time": stamp, "author_time": stamp, "dirty": False,
-                            "project": "parbench", "branch": "main"},
-            "benchmarks": benchmarks, "datetime": stamp, "version": "5.3.0"}
+        benchmarks.append(
+            {
+                "group": None,
+                "name": f"test_latency[{model}-{variant}-{size}]",
+                "fullname": f"bench/test_latency.py::test_latency[{model}-{variant}-{size}]",
+                "params": {"case": f"{model}-{variant}-{size}"},
+                "param": f"{model}-{variant}-{size}",
+                "extra_info": extra,
+                "options": {
+                    "disable_gc": False,
+                    "timer": "perf_counter",
+                    "min_rounds": 5,
+                    "max_time": 1.0,
+                    "min_time": 5e-06,
+                    "warmup": False,
+                },
+                "stats": {
+                    "min": min(data),
+                    "max": max(data),
+                    "mean": float(np.mean(data)),
+                    "stddev": float(np.std(data, ddof=1)),
+                    "rounds": len(data),
+                    "median": float(np.median(data)),
+                    "iqr": 0.0,
+                    "q1": 0.0,
+                    "q3": 0.0,
+                    "iqr_outliers": 0,
+                    "stddev_outliers": 0,
+                    "outliers": "0;0",
+                    "ld15iqr": min(data),
+                    "hd15iqr": max(data),
+                    "ops": 1 / float(np.mean(data)),
+                    "total": float(np.sum(data)),
+                    "data": data,
+                    "iterations": 1,
+                },
+            }
+        )
+    return {
+        "machine_info": {
+            "node": "ci",
+            "processor": "x86_64",
+            "machine": "x86_64",
+            "python_version": "3.11.9",
+            "system": "Linux",
+            "release": "6.1",
+            "cpu": {"brand_raw": "test cpu", "count": 2},
+        },
+        "commit_info": {
+            "id": commit,
+            "time": stamp,
+            "author_time": stamp,
+            "dirty": False,
+            "project": "parbench",
+            "branch": "main",
+        },
+        "benchmarks": benchmarks,
+        "datetime": stamp,
+        "version": "5.3.0",
+    }
 
 
 def write_doc(path: Path, doc: dict) -> Path:
@@ -91,8 +159,10 @@ def test_aa_is_unchanged_and_false_alarms_stay_rare() -> None:
     assert d.ci_low < 1.0 < d.ci_high
     # many A/A comparisons: the rule alarms on far fewer than 1 in 100 (the test level is 1% per
     # direction, the floor removes most of what is left)
-    alarms = sum(decide(make_runs(5, 10.0, seed=100 + i), make_runs(5, 10.0, seed=900 + i)).verdict == "slower"
-                 for i in range(150))
+    alarms = sum(
+        decide(make_runs(5, 10.0, seed=100 + i), make_runs(5, 10.0, seed=900 + i)).verdict == "slower"
+        for i in range(150)
+    )
     assert alarms <= 2
 
 
@@ -129,7 +199,7 @@ def test_real_change_below_the_floor_is_unchanged() -> None:
     cand = make_runs(7, 10.1, run_sd=0.001, seed=8)  # 1% slower, measured precisely
     d = decide(base, cand)
     assert d.p_value < 0.05 and d.ci_low > 1.0  # the change is real...
-    assert d.verdict == "unchanged"              # ...but smaller than the 3% floor
+    assert d.verdict == "unchanged"  # ...but smaller than the 3% floor
     assert "floor" in d.note
     assert decide(base, cand, floor=0.005).verdict == "slower"
 
@@ -167,8 +237,10 @@ def test_noisy_runs_ask_for_the_number_the_noise_requires() -> None:
     total = min(b + c for b in range(5, 800) for c in range(5, 800) if fits(b, c))
     b, c = 5 + d.need_baseline, 5 + d.need_candidate
     assert b + c == total and fits(b, c) and abs(b - c) <= 1
-    assert d.label() in (f"unknown — need {b - 5} more runs per side",
-                         f"unknown — need {b - 5} more baseline and {c - 5} more candidate runs")
+    assert d.label() in (
+        f"unknown — need {b - 5} more runs per side",
+        f"unknown — need {b - 5} more baseline and {c - 5} more candidate runs",
+    )
     assert d.noise == pytest.approx(sd)
     n = max(b, c)
     # with those runs (same noise) the question is settled one way or the other
@@ -212,13 +284,13 @@ def test_night_effects_widen_a_history_baseline() -> None:
 
 
 def test_bad_inputs_raise_with_a_reason() -> None:
-    with pytest.raises(regress.RegressError, match="positive"):
+    with pytest.raises(RegressError, match="positive"):
         decide_latency([1.0, -1.0, 2.0], [1.0, 1.0, 1.0])
-    with pytest.raises(regress.RegressError, match="floor"):
+    with pytest.raises(RegressError, match="floor"):
         decide_latency([1.0] * 5, [1.0] * 5, floor=0)
-    with pytest.raises(regress.RegressError, match="no samples"):
+    with pytest.raises(RegressError, match="no samples"):
         decide([[]], [[1.0]])
-    with pytest.raises(regress.RegressError, match="run statistic"):
+    with pytest.raises(RegressError, match="run statistic"):
         decide([[1.0]], [[1.0]], run_stat="p99")
 
 
@@ -227,8 +299,8 @@ def test_bad_inputs_raise_with_a_reason() -> None:
 
 
 def test_parity_drop_beyond_floor_and_noise_is_worse() -> None:
-    base = [0.99999, 0.99999, 0.99999]          # 50 dB of cosine error, deterministic
-    d = decide_parity("cosine", base, [0.999, 0.999, 0.999])   # 30 dB: 20 dB worse
+    base = [0.99999, 0.99999, 0.99999]  # 50 dB of cosine error, deterministic
+    d = decide_parity("cosine", base, [0.999, 0.999, 0.999])  # 30 dB: 20 dB worse
     assert d.verdict == "worse"
     assert d.ratio == pytest.approx(-20.0, abs=1e-6)
     assert decide_parity("cosine", base, [0.999989] * 3).verdict == "unchanged"  # 0.4 dB
@@ -247,8 +319,8 @@ def test_parity_one_candidate_night_against_deterministic_history() -> None:
 
 def test_parity_drop_within_run_to_run_noise_is_not_worse() -> None:
     rng = np.random.default_rng(20)
-    base = list(40 + rng.normal(0, 3.0, 5))      # a nondeterministic backend: 3 dB of spread
-    cand = list(38.5 + rng.normal(0, 3.0, 5))    # 1.5 dB lower, well inside that spread
+    base = list(40 + rng.normal(0, 3.0, 5))  # a nondeterministic backend: 3 dB of spread
+    cand = list(38.5 + rng.normal(0, 3.0, 5))  # 1.5 dB lower, well inside that spread
     assert decide_parity("snr_db", base, cand).verdict in ("unchanged", "unknown")
     assert decide_parity("snr_db", base, list(np.array(cand) - 15)).verdict == "worse"
 
@@ -266,7 +338,9 @@ def test_cli_aa_exits_0_and_ten_percent_exits_1(tmp_path: Path) -> None:
     assert aa.exit_code == 0, aa.output
     assert "| mobilenet_v2 | eager | 256 |" in aa.output and "unchanged" in aa.output
     out_json = tmp_path / "verdicts.json"
-    ab = runner.invoke(compare_command, [*MEDIAN, str(base), "--candidate", str(slow), "--json", str(out_json)])
+    ab = runner.invoke(
+        compare_command, [*MEDIAN, str(base), "--candidate", str(slow), "--json", str(out_json)]
+    )
     assert ab.exit_code == 1, ab.output
     assert "slower" in ab.output and "1 regression(s)" in ab.output
     rows = json.loads(out_json.read_text())["rows"]
@@ -280,12 +354,17 @@ def test_cli_aa_exits_0_and_ten_percent_exits_1(tmp_path: Path) -> None:
 
 def test_cli_one_file_per_run_and_several_candidates(tmp_path: Path) -> None:
     # each file holds one run (no run_index), several files per side after --candidate
-    base = [write_doc(tmp_path / f"b{i}.json", bench_doc([r], with_samples=False))
-            for i, r in enumerate(make_runs(5, 5.0, seed=24))]
-    cand = [write_doc(tmp_path / f"c{i}.json", bench_doc([r], with_samples=False))
-            for i, r in enumerate(make_runs(5, 5.5, seed=25))]
-    res = CliRunner().invoke(compare_command, [*MEDIAN, *map(str, base), "--candidate", *map(str, cand),
-                                               "--floor", "0.05"])
+    base = [
+        write_doc(tmp_path / f"b{i}.json", bench_doc([r], with_samples=False))
+        for i, r in enumerate(make_runs(5, 5.0, seed=24))
+    ]
+    cand = [
+        write_doc(tmp_path / f"c{i}.json", bench_doc([r], with_samples=False))
+        for i, r in enumerate(make_runs(5, 5.5, seed=25))
+    ]
+    res = CliRunner().invoke(
+        compare_command, [*MEDIAN, *map(str, base), "--candidate", *map(str, cand), "--floor", "0.05"]
+    )
     assert res.exit_code == 1, res.output
     assert "5/5" in res.output and "slower" in res.output
 
@@ -316,9 +395,17 @@ def test_cli_bad_input_exits_2_with_a_reason(tmp_path: Path) -> None:
 
 def test_cli_parity_jsonl(tmp_path: Path) -> None:
     def parity_file(path: Path, cosine: float, psnr: float) -> str:
-        lines = [{"model": "mobilenet_v2", "variant": "coreml_fp16", "size": 256, "case": f"img{i}",
-                  "verdict": "pass", "metrics": {"output": {"cosine": cosine, "psnr_db": psnr - i}}}
-                 for i in range(2)]
+        lines = [
+            {
+                "model": "mobilenet_v2",
+                "variant": "coreml_fp16",
+                "size": 256,
+                "case": f"img{i}",
+                "verdict": "pass",
+                "metrics": {"output": {"cosine": cosine, "psnr_db": psnr - i}},
+            }
+            for i in range(2)
+        ]
         path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
         return str(path)
 
@@ -341,22 +428,42 @@ def test_cli_reads_files_written_by_pytest_benchmark_itself(tmp_path: Path) -> N
         "import pytest\n\n"
         "@pytest.mark.parametrize('case', ['tiny-eager-64'])\n"
         "def test_latency(benchmark, case):\n"
-        "    benchmark(sum, range(2000))\n")
+        "    benchmark(sum, range(2000))\n"
+    )
     outs = []
     for i in range(2):
         out = tmp_path / f"run{i}.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "test_tiny.py", "-q", "-p", "no:cacheprovider", "-p",
-             "pytest_benchmark.plugin", "--rootdir", str(tmp_path), "--benchmark-max-time=0.05",
-             "--benchmark-min-rounds=20", f"--benchmark-json={out}"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "test_tiny.py",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "pytest_benchmark.plugin",
+                "--rootdir",
+                str(tmp_path),
+                "--benchmark-max-time=0.05",
+                "--benchmark-min-rounds=20",
+                f"--benchmark-json={out}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
             # a clean pytest: no xdist worker variables from an outer -n run (pytest-benchmark
             # turns itself off under xdist), no plugin autoload
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
-                 "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+            },
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         outs.append(out)
-    runs = regress.load_benchmark_runs(outs)
+    runs = load_benchmark_runs(outs)
     assert [r.key for r in runs] == [("tiny", "eager", "64")] * 2
     assert all(len(r.samples_ns) >= 20 for r in runs)
     res = CliRunner().invoke(compare_command, [*MEDIAN, str(outs[0]), "--candidate", str(outs[1])])

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_regress import bench_doc, make_runs, write_doc
 
-from parbench.regress import change_points, compare_command, e_divisive, energy_q, history_command
-from tests.test_regress import bench_doc, make_runs, write_doc
+from parbench.cli.regress import compare_command, history_command
+from parbench.regress.changepoints import change_points, e_divisive, energy_q
 
 
 def night_levels(n: int, step_at: int | None, step: float, seed: int, sd: float = 0.01) -> np.ndarray:
@@ -55,8 +56,9 @@ def test_noisy_flat_history_has_no_change_point() -> None:
     # nights wander by 5%: splits of such a series often differ by more than the floor, only the
     # permutation test tells them from a shift
     # (the test is at 5% per split: a few of 40 flat histories may show one)
-    with_change = sum(bool(change_points(night_levels(30, None, 0.0, seed=seed, sd=0.05)))
-                      for seed in range(100, 140))
+    with_change = sum(
+        bool(change_points(night_levels(30, None, 0.0, seed=seed, sd=0.05))) for seed in range(100, 140)
+    )
     assert with_change <= 5
 
 
@@ -81,15 +83,18 @@ def test_e_divisive_is_deterministic() -> None:
 
 @pytest.fixture()
 def history(tmp_path: Path) -> tuple[Path, list[Path]]:
-    from parbench.store import Store
+    from parbench.history.store import Store
 
     db = tmp_path / "history.sqlite"
     files = []
     levels = night_levels(12, 7, 0.12, seed=7, sd=0.005)
     with Store(db) as store:
         for night, level in enumerate(levels):
-            doc = bench_doc(make_runs(3, float(level), run_sd=0.004, rounds=30, seed=100 + night),
-                            stamp=f"2026-02-{night + 1:02d}T02:00:00+00:00", commit=f"{night:02d}" * 20)
+            doc = bench_doc(
+                make_runs(3, float(level), run_sd=0.004, rounds=30, seed=100 + night),
+                stamp=f"2026-02-{night + 1:02d}T02:00:00+00:00",
+                commit=f"{night:02d}" * 20,
+            )
             f = write_doc(tmp_path / f"night{night:02d}.json", doc)
             store.ingest_benchmark_json(f)
             files.append(f)
@@ -114,10 +119,14 @@ def test_history_command_plots_and_lists_the_change(history: tuple[Path, list[Pa
 def test_compare_against_pooled_recent_nights(history: tuple[Path, list[Path]], tmp_path: Path) -> None:
     db, files = history
     recent = 10.0 * 1.12
-    same = write_doc(tmp_path / "same.json", bench_doc(make_runs(5, recent, run_sd=0.004, seed=200),
-                                                       stamp="2026-02-13T02:00:00+00:00"))
-    slow = write_doc(tmp_path / "slow.json", bench_doc(make_runs(5, recent * 1.2, run_sd=0.004, seed=201),
-                                                       stamp="2026-02-13T02:00:00+00:00"))
+    same = write_doc(
+        tmp_path / "same.json",
+        bench_doc(make_runs(5, recent, run_sd=0.004, seed=200), stamp="2026-02-13T02:00:00+00:00"),
+    )
+    slow = write_doc(
+        tmp_path / "slow.json",
+        bench_doc(make_runs(5, recent * 1.2, run_sd=0.004, seed=201), stamp="2026-02-13T02:00:00+00:00"),
+    )
     runner = CliRunner()
     args = ["--store", str(db), "--baseline-nights", "4", "--candidate"]
     res = runner.invoke(compare_command, args + [str(same)])
@@ -127,31 +136,53 @@ def test_compare_against_pooled_recent_nights(history: tuple[Path, list[Path]], 
     assert res.exit_code == 1, res.output
     assert "slower" in res.output
     # the last stored night as the candidate: the step is 4 nights old, so no regression
-    res = runner.invoke(compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate-nights", "1"])
+    res = runner.invoke(
+        compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate-nights", "1"]
+    )
     assert res.exit_code == 0 and "9/3" in res.output, res.output
     # a candidate already ingested is not also part of its own baseline
-    res = runner.invoke(compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate", str(files[-1])])
+    res = runner.invoke(
+        compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate", str(files[-1])]
+    )
     assert "9/3" in res.output, res.output
-    res = runner.invoke(compare_command, ["--store", str(tmp_path / "missing.sqlite"), "--baseline-nights", "3",
-                                          "--candidate", str(same)])
+    res = runner.invoke(
+        compare_command,
+        ["--store", str(tmp_path / "missing.sqlite"), "--baseline-nights", "3", "--candidate", str(same)],
+    )
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
 def test_candidate_nights_are_not_in_the_baseline(tmp_path: Path) -> None:
-    from parbench.store import Store
+    from parbench.history.store import Store
 
     db = tmp_path / "h.sqlite"
     with Store(db) as store:
         for night in range(5):
             level = 10.0 * (1.2 if night == 4 else 1.0)
             runs = make_runs(5, level, run_sd=0.004, rounds=20, seed=300 + night)
-            doc = bench_doc(runs, stamp=f"2026-03-{night + 1:02d}T02:00:00+00:00",
-                            cpu_runs=[r * 0.9 for r in runs])
+            doc = bench_doc(
+                runs, stamp=f"2026-03-{night + 1:02d}T02:00:00+00:00", cpu_runs=[r * 0.9 for r in runs]
+            )
             store.ingest_benchmark_json(write_doc(tmp_path / f"n{night}.json", doc))
-    res = CliRunner().invoke(compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate-nights", "1"])
+    res = CliRunner().invoke(
+        compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate-nights", "1"]
+    )
     assert res.exit_code == 1, res.output
     assert "15/5" in res.output and "slower" in res.output
     # the CPU-time samples travel through the store too (kept with the result's extra fields)
-    res = CliRunner().invoke(compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate-nights", "1",
-                                               "--clock", "cpu", "--run-stat", "median"])
+    res = CliRunner().invoke(
+        compare_command,
+        [
+            "--store",
+            str(db),
+            "--baseline-nights",
+            "3",
+            "--candidate-nights",
+            "1",
+            "--clock",
+            "cpu",
+            "--run-stat",
+            "median",
+        ],
+    )
     assert res.exit_code == 1 and "| 8.9" in res.output and "cpu clock" in res.output, res.output

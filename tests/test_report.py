@@ -15,24 +15,45 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from parbench.report import ReportError, build_report, collect, report_command
+from parbench.cli.report import report_command
+from parbench.errors import ReportError
+from parbench.report.build import build_report, collect
 
 try:
     from test_bench import smoke_bench_json
 except ImportError:  # tests/ imported as a package
-    from tests.test_bench import smoke_bench_json
+    from test_bench import smoke_bench_json
 
 SIZES = {"tiny_classifier": [224, 320], "tiny_generator": [256, 320]}
 FORMS = ["eager", "torchscript"]
 
 
 def parity_line(model: str, variant: str, size: int, verdict: str, cosine: float = 1.0) -> dict[str, Any]:
-    return {"model": model, "variant": variant, "size": size, "case": f"{model}-{variant}-{size}",
-            "task": "classification", "family": "fp32", "executor": "x", "verdict": verdict,
-            "metrics": {"output": {"max_abs": 1e-3, "mean_abs": 1e-4, "rel_l2": 2e-3, "cosine": cosine,
-                                   "snr_db": 50.0, "psnr_db": 60.0}},
-            "thresholds": {}, "message": f"{verdict} message", "export": {}, "versions": {},
-            "timestamp": "2026-11-23T12:00:00Z"}
+    return {
+        "model": model,
+        "variant": variant,
+        "size": size,
+        "case": f"{model}-{variant}-{size}",
+        "task": "classification",
+        "family": "fp32",
+        "executor": "x",
+        "verdict": verdict,
+        "metrics": {
+            "output": {
+                "max_abs": 1e-3,
+                "mean_abs": 1e-4,
+                "rel_l2": 2e-3,
+                "cosine": cosine,
+                "snr_db": 50.0,
+                "psnr_db": 60.0,
+            }
+        },
+        "thresholds": {},
+        "message": f"{verdict} message",
+        "export": {},
+        "versions": {},
+        "timestamp": "2026-11-23T12:00:00Z",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +80,13 @@ def parity_jsonl(tmp_path: Path) -> Path:
 
 
 def median_ms(doc: dict[str, Any], model: str, variant: str, size: int) -> float:
-    samples = [ns for b in doc["benchmarks"] for ns in b["extra_info"]["samples_ns"]
-               if (b["extra_info"]["model"], b["extra_info"]["variant"], b["extra_info"]["size"]) == (model, variant, size)]
+    samples = [
+        ns
+        for b in doc["benchmarks"]
+        for ns in b["extra_info"]["samples_ns"]
+        if (b["extra_info"]["model"], b["extra_info"]["variant"], b["extra_info"]["size"])
+        == (model, variant, size)
+    ]
     return statistics.median(samples) / 1e6
 
 
@@ -71,8 +97,9 @@ def md_section(md: str, model: str) -> list[list[str]]:
     return [[c.strip() for c in r.strip("|").split(" | ")] for r in rows if not set(r) <= set("|-: ")]
 
 
-def test_tables_have_a_column_per_size_and_a_row_per_form(bench_json: Path, bench_doc: dict, parity_jsonl: Path,
-                                                          tmp_path: Path) -> None:
+def test_tables_have_a_column_per_size_and_a_row_per_form(
+    bench_json: Path, bench_doc: dict, parity_jsonl: Path, tmp_path: Path
+) -> None:
     out = build_report([bench_json, parity_jsonl], tmp_path / "out")
     md = out.markdown.read_text()
     for model, sizes in SIZES.items():
@@ -83,7 +110,9 @@ def test_tables_have_a_column_per_size_and_a_row_per_form(bench_json: Path, benc
         for r in body:
             for i, size in enumerate(sizes, 1):
                 # "median ±IQR [· speed-up]": the median is the real samples' median
-                assert float(r[i].split(" ")[0]) == pytest.approx(median_ms(bench_doc, model, r[0], size), rel=0.01)
+                assert float(r[i].split(" ")[0]) == pytest.approx(
+                    median_ms(bench_doc, model, r[0], size), rel=0.01
+                )
         ts = dict(zip(header, body[1], strict=True))
         assert "×" in ts[str(sizes[0])]  # TorchScript shows its speed-up vs eager
         assert ts["parity"] == "pass" and float(ts["artifact MB"]) > 0.01 and float(ts["load ms"]) > 0
@@ -92,14 +121,22 @@ def test_tables_have_a_column_per_size_and_a_row_per_form(bench_json: Path, benc
     assert "## Parity overview" in md
 
 
-def test_csv_numbers_match_the_samples(bench_json: Path, bench_doc: dict, parity_jsonl: Path, tmp_path: Path) -> None:
+def test_csv_numbers_match_the_samples(
+    bench_json: Path, bench_doc: dict, parity_jsonl: Path, tmp_path: Path
+) -> None:
     out = build_report([bench_json, parity_jsonl], tmp_path)
     df = pd.read_csv(out.csv)
     assert sorted(zip(df["model"], df["form"], strict=True)) == sorted((m, f) for m in SIZES for f in FORMS)
-    assert [c for c in df.columns if c.endswith(" median_ms")] == ["224 median_ms", "256 median_ms", "320 median_ms"]
+    assert [c for c in df.columns if c.endswith(" median_ms")] == [
+        "224 median_ms",
+        "256 median_ms",
+        "320 median_ms",
+    ]
     for _, r in df.iterrows():
         for size in SIZES[r["model"]]:
-            assert r[f"{size} median_ms"] == pytest.approx(median_ms(bench_doc, r["model"], r["form"], size), rel=1e-4)
+            assert r[f"{size} median_ms"] == pytest.approx(
+                median_ms(bench_doc, r["model"], r["form"], size), rel=1e-4
+            )
         other = ({224, 256, 320} - set(SIZES[r["model"]])).pop()
         assert pd.isna(r[f"{other} median_ms"])  # a size the model does not have stays empty
     eager = df[df["form"] == "eager"].set_index("model")
@@ -107,7 +144,8 @@ def test_csv_numbers_match_the_samples(bench_json: Path, bench_doc: dict, parity
     assert (eager["320 speedup"] == 1).all()
     for model in SIZES:
         assert ts.loc[model, "320 speedup"] == pytest.approx(
-            eager.loc[model, "320 median_ms"] / ts.loc[model, "320 median_ms"], rel=1e-4)
+            eager.loc[model, "320 median_ms"] / ts.loc[model, "320 median_ms"], rel=1e-4
+        )
         assert ts.loc[model, "parity"] == "pass"
 
 
@@ -122,27 +160,55 @@ def test_runs_are_pooled(bench_json: Path, bench_doc: dict, tmp_path: Path) -> N
     path.write_text(json.dumps(doc))
     rep = collect([path])
     e = first["extra_info"]
-    row = rep.summary[(rep.summary["model"] == e["model"]) & (rep.summary["form"] == e["variant"])
-                      & (rep.summary["size"] == e["size"])].iloc[0]
+    row = rep.summary[
+        (rep.summary["model"] == e["model"])
+        & (rep.summary["form"] == e["variant"])
+        & (rep.summary["size"] == e["size"])
+    ].iloc[0]
     pooled = e["samples_ns"] + twin["extra_info"]["samples_ns"]
     assert row["runs"] == 2 and row["n_samples"] == len(pooled)
     assert row["median_ms"] == pytest.approx(statistics.median(pooled) / 1e6)
 
 
 def test_device_results_become_their_own_columns(bench_json: Path, tmp_path: Path) -> None:
-    from parbench.store import Store
+    from parbench.history.store import Store
 
     store_path = tmp_path / "history.sqlite"
     with Store(store_path) as store:
-        store.put_run({"run_id": "device-run-0001", "source": "device", "created_utc": "2026-11-23T10:00:00Z",
-                       "machine": {}, "env": {}, "device": {"model": "iPhone15,2", "os": "iOS 18.1"},
-                       "runtime": {"name": "coreml"}})
-        store.put_results("device-run-0001", [
-            {"model": "tiny_classifier", "variant": "coreml_fp16", "size": 224, "compute_units": "cpuOnly",
-             "load_ms": 12.0, "first_run_ms": 30.0, "samples_ns": [4_000_000, 5_000_000, 6_000_000]},
-            {"model": "tiny_classifier", "variant": "torchscript", "size": 224, "compute_units": "cpuOnly",
-             "load_ms": 12.0, "first_run_ms": 30.0, "samples_ns": [8_000_000, 9_000_000]},
-        ])
+        store.put_run(
+            {
+                "run_id": "device-run-0001",
+                "source": "device",
+                "created_utc": "2026-11-23T10:00:00Z",
+                "machine": {},
+                "env": {},
+                "device": {"model": "iPhone15,2", "os": "iOS 18.1"},
+                "runtime": {"name": "coreml"},
+            }
+        )
+        store.put_results(
+            "device-run-0001",
+            [
+                {
+                    "model": "tiny_classifier",
+                    "variant": "coreml_fp16",
+                    "size": 224,
+                    "compute_units": "cpuOnly",
+                    "load_ms": 12.0,
+                    "first_run_ms": 30.0,
+                    "samples_ns": [4_000_000, 5_000_000, 6_000_000],
+                },
+                {
+                    "model": "tiny_classifier",
+                    "variant": "torchscript",
+                    "size": 224,
+                    "compute_units": "cpuOnly",
+                    "load_ms": 12.0,
+                    "first_run_ms": 30.0,
+                    "samples_ns": [8_000_000, 9_000_000],
+                },
+            ],
+        )
     out = build_report([bench_json], tmp_path / "out", store=store_path)
     rows = md_section(out.markdown.read_text(), "tiny_classifier")
     header = rows[0]
@@ -202,7 +268,9 @@ def test_cli_uses_the_newest_results_by_default(bench_json: Path, parity_jsonl: 
 def test_cli_errors_say_what_to_do(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(report_command, ["--reports-dir", str(tmp_path), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "no results to report" in result.output and "pytest bench/" in result.output
+    assert (
+        result.exit_code == 1 and "no results to report" in result.output and "pytest bench/" in result.output
+    )
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     result = runner.invoke(report_command, [str(bad), "--out", str(tmp_path / "o")])

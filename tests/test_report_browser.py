@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parbench.report import VERDICT_COLORS, build_report
+from parbench.report.build import build_report
+from parbench.report.tables import VERDICT_COLORS
 
 try:
     from test_bench import smoke_bench_json
     from test_report import SIZES, parity_line
 except ImportError:  # tests/ imported as a package
-    from tests.test_bench import smoke_bench_json
-    from tests.test_report import SIZES, parity_line
+    from test_bench import smoke_bench_json
+    from test_report import SIZES, parity_line
 
 
 def find_chromium() -> str | None:
@@ -33,17 +34,29 @@ def find_chromium() -> str | None:
 CHROMIUM = find_chromium()
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium here (Debian: apt-get install -y chromium)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="no headless Chromium here (Debian: apt-get install -y chromium)"
+    ),
 ]
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile = tmp_path / "chromium-profile"
     profile.mkdir(exist_ok=True)
-    proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=180)
+    proc = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -77,8 +90,10 @@ def report_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("browser-report")
     parity = folder / "parity.jsonl"
     lines = [parity_line(m, v, s, "pass") for m in SIZES for v in ("eager", "torchscript") for s in SIZES[m]]
-    lines += [parity_line("tiny_classifier", "lite", 224, "fail", cosine=0.9),
-              parity_line("tiny_generator", "lite", 256, "fail", cosine=0.9)]
+    lines += [
+        parity_line("tiny_classifier", "lite", 224, "fail", cosine=0.9),
+        parity_line("tiny_generator", "lite", 256, "fail", cosine=0.9),
+    ]
     parity.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return build_report([bench, parity], folder / "out").html
 
@@ -99,7 +114,7 @@ def test_dom_has_the_tables_and_plots(report_html: Path, tmp_path: Path) -> None
 
 
 def rgb(hex_colour: str) -> np.ndarray:
-    return np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
+    return np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.int16)
 
 
 def pixels_near(img: np.ndarray, hex_colour: str, tol: int = 6) -> int:

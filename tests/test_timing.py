@@ -1,4 +1,4 @@
-"""parbench.timing: calibration bounds, phases, raw samples, threads and peak memory."""
+"""parbench.run.timing: calibration bounds, phases, raw samples, threads and peak memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from parbench.timing import (
+from parbench.run.timing import (
     PeakMemory,
     Warmup,
     plan_rounds,
@@ -40,7 +40,9 @@ def busy(seconds: float) -> None:
         (0.0, 1.0, 500),  # a zero estimate cannot divide by zero
     ],
 )
-def test_plan_rounds_fills_the_budget_within_bounds(per_call_ns: float, min_time_s: float, expected: int) -> None:
+def test_plan_rounds_fills_the_budget_within_bounds(
+    per_call_ns: float, min_time_s: float, expected: int
+) -> None:
     assert plan_rounds(per_call_ns, min_time_s=min_time_s, min_rounds=5, max_rounds=500) == expected
 
 
@@ -81,8 +83,15 @@ def test_first_run_is_timed_apart_from_the_steady_state() -> None:
         state["n"] += 1
         busy(0.03 if state["n"] == 1 else 0.001)
 
-    t = time_session(run, threads=None, min_time_s=0.02, min_rounds=5, max_rounds=200,
-                     warmup=Warmup(min_calls=2, min_time_s=0.0, max_calls=10), load_ns=1234)
+    t = time_session(
+        run,
+        threads=None,
+        min_time_s=0.02,
+        min_rounds=5,
+        max_rounds=200,
+        warmup=Warmup(min_calls=2, min_time_s=0.0, max_calls=10),
+        load_ns=1234,
+    )
     assert t.first_run_ns is not None and t.first_run_ns >= 30e6
     assert t.median_ns < 10e6  # the slow first call is not among the samples
     assert t.load_ns == 1234 and t.load_ms == pytest.approx(0.001234)
@@ -93,15 +102,27 @@ def test_first_run_is_timed_apart_from_the_steady_state() -> None:
 
 def test_rounds_are_calibrated_to_the_workload() -> None:
     # ~2 ms calls and a 0.1 s budget: about 50 rounds (fewer if the machine preempts us)
-    t = time_session(lambda: busy(0.002), threads=None, min_time_s=0.1, min_rounds=3, max_rounds=1000,
-                     warmup=Warmup(min_calls=2, min_time_s=0.02))
+    t = time_session(
+        lambda: busy(0.002),
+        threads=None,
+        min_time_s=0.1,
+        min_rounds=3,
+        max_rounds=1000,
+        warmup=Warmup(min_calls=2, min_time_s=0.02),
+    )
     assert 10 <= t.rounds <= 51
     assert sum(t.samples_ns) >= 0.1e9 * 0.6  # the rounds fill (about) the budget
     # a fast workload is capped by max_rounds, a slow one floored by min_rounds
     fast = time_session(lambda: None, threads=None, min_time_s=1.0, min_rounds=3, max_rounds=50)
     assert fast.rounds == 50
-    slow = time_session(lambda: busy(0.03), threads=None, min_time_s=0.01, min_rounds=4, max_rounds=50,
-                        warmup=Warmup(min_calls=1, min_time_s=0.0))
+    slow = time_session(
+        lambda: busy(0.03),
+        threads=None,
+        min_time_s=0.01,
+        min_rounds=4,
+        max_rounds=50,
+        warmup=Warmup(min_calls=1, min_time_s=0.0),
+    )
     assert slow.rounds == 4
 
 
@@ -110,26 +131,47 @@ def test_warmup_honours_its_bounds() -> None:
     t = time_session(lambda: busy(0.0005), threads=None, min_time_s=0.001, warmup=calls)
     assert t.warmup_rounds == 3
     # a time floor keeps a fast workload warming up for that long (but not past max_calls)
-    t = time_session(lambda: busy(0.001), threads=None, min_time_s=0.001,
-                     warmup=Warmup(min_calls=1, min_time_s=0.03, max_calls=1000))
+    t = time_session(
+        lambda: busy(0.001),
+        threads=None,
+        min_time_s=0.001,
+        warmup=Warmup(min_calls=1, min_time_s=0.03, max_calls=1000),
+    )
     assert sum(t.warmup_ns) >= 0.025e9 and t.warmup_rounds >= 3
-    t = time_session(lambda: busy(0.001), threads=None, min_time_s=0.001,
-                     warmup=Warmup(min_calls=1, min_time_s=10.0, max_calls=7))
+    t = time_session(
+        lambda: busy(0.001),
+        threads=None,
+        min_time_s=0.001,
+        warmup=Warmup(min_calls=1, min_time_s=10.0, max_calls=7),
+    )
     assert t.warmup_rounds == 7
 
 
 def test_without_first_run_or_warmup_a_probe_call_calibrates() -> None:
     n = []
-    t = time_session(lambda: n.append(busy(0.001)), threads=None, min_time_s=0.01, min_rounds=2,
-                     max_rounds=100, warmup=Warmup(min_calls=0, min_time_s=0.0, max_calls=0), first_run=False)
+    t = time_session(
+        lambda: n.append(busy(0.001)),
+        threads=None,
+        min_time_s=0.01,
+        min_rounds=2,
+        max_rounds=100,
+        warmup=Warmup(min_calls=0, min_time_s=0.0, max_calls=0),
+        first_run=False,
+    )
     assert t.first_run_ns is None
     assert t.warmup_rounds == 1  # the probe
     assert len(n) == 1 + t.rounds and 2 <= t.rounds <= 11
 
 
 def test_statistics_match_the_raw_samples() -> None:
-    t = time_session(lambda: busy(0.0005), threads=None, min_time_s=0.02, min_rounds=9, max_rounds=9,
-                     warmup=Warmup(min_calls=1, min_time_s=0.0))
+    t = time_session(
+        lambda: busy(0.0005),
+        threads=None,
+        min_time_s=0.02,
+        min_rounds=9,
+        max_rounds=9,
+        warmup=Warmup(min_calls=1, min_time_s=0.0),
+    )
     assert t.rounds == 9
     assert t.median_ns == statistics.median(t.samples_ns)
     q1, q3 = np.percentile(t.samples_ns, [25, 75])
@@ -147,8 +189,15 @@ def test_cpu_time_is_recorded_per_round_and_does_not_count_waiting() -> None:
         time.sleep(0.02)
         busy(0.002)
 
-    t = time_session(run, threads=None, min_time_s=0.0, min_rounds=4, max_rounds=4,
-                     warmup=Warmup(min_calls=0, min_time_s=0.0), first_run=False)
+    t = time_session(
+        run,
+        threads=None,
+        min_time_s=0.0,
+        min_rounds=4,
+        max_rounds=4,
+        warmup=Warmup(min_calls=0, min_time_s=0.0),
+        first_run=False,
+    )
     assert len(t.samples_cpu_ns) == len(t.samples_ns) == 4
     for wall, cpu in zip(t.samples_ns, t.samples_cpu_ns, strict=True):
         assert wall >= 22e6
@@ -177,8 +226,14 @@ def test_threads_are_set_recorded_and_restored() -> None:
     before = torch.get_num_threads()
     seen = []
     target = 2 if before != 2 else 1
-    t = time_session(lambda: seen.append(torch.get_num_threads()), threads=target, min_time_s=0.0,
-                     min_rounds=2, max_rounds=2, warmup=Warmup(min_calls=0, min_time_s=0.0))
+    t = time_session(
+        lambda: seen.append(torch.get_num_threads()),
+        threads=target,
+        min_time_s=0.0,
+        min_rounds=2,
+        max_rounds=2,
+        warmup=Warmup(min_calls=0, min_time_s=0.0),
+    )
     assert set(seen) == {target}
     assert t.threads == target and t.torch_threads == target
     assert torch.get_num_threads() == before
@@ -190,11 +245,19 @@ def test_peak_memory_sees_native_allocations_in_the_window() -> None:
     size = 200 * 1024 * 1024
 
     def run() -> None:
-        a = np.ones(size, dtype=np.uint8)  # native memory, touched: invisible to tracemalloc's view of Python objects
+        a = np.ones(
+            size, dtype=np.uint8
+        )  # native memory, touched: invisible to tracemalloc's view of Python objects
         del a
 
-    t = time_session(run, threads=None, min_time_s=0.0, min_rounds=1, max_rounds=1,
-                     warmup=Warmup(min_calls=0, min_time_s=0.0))
+    t = time_session(
+        run,
+        threads=None,
+        min_time_s=0.0,
+        min_rounds=1,
+        max_rounds=1,
+        warmup=Warmup(min_calls=0, min_time_s=0.0),
+    )
     assert t.memory is not None
     assert t.peak_rss_mb is not None and t.peak_rss_mb >= 200
     if t.memory.method.startswith("VmHWM"):

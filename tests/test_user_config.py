@@ -10,9 +10,22 @@ CONFIG = ROOT / "tests" / "data" / "user_models.toml"
 
 
 def _run(tmp_path, *extra):
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "parity"), "-p", "no:cacheprovider", "-q",
-           "--parbench-config", str(CONFIG), "--parbench-cache", str(tmp_path / "cache"),
-           "--parbench-reports", str(tmp_path / "reports"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(ROOT / "parity"),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--parbench-config",
+        str(CONFIG),
+        "--parbench-cache",
+        str(tmp_path / "cache"),
+        "--parbench-reports",
+        str(tmp_path / "reports"),
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
@@ -20,7 +33,11 @@ def test_user_config_runs_and_reports_the_frozen_branch(tmp_path):
     proc = _run(tmp_path, "--variants", "eager,torchscript,lite")
     out = proc.stdout
     assert proc.returncode == 1, out[-3000:]  # the frozen branch is a real failure
-    rows = [json.loads(line) for f in (tmp_path / "reports").glob("*.jsonl") for line in f.read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for f in (tmp_path / "reports").glob("*.jsonl")
+        for line in f.read_text().splitlines()
+    ]
     verdicts = {(r["model"], r["variant"], r["size"]): r["verdict"] for r in rows}
     assert len(verdicts) == 3 * 2 + 3 * 2 + 3 * 1  # shape_branch, image_and_mask: 2 sizes; two_heads: 1
     failed = {k for k, v in verdicts.items() if v != "pass"}
@@ -37,7 +54,22 @@ def test_user_config_runs_and_reports_the_frozen_branch(tmp_path):
 def test_bad_config_is_a_usage_error_naming_model_and_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[models.oops]\ntask = 'classification'\n")
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "parity"), "-q", "-p", "no:cacheprovider",
-                           "--parbench-config", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "parity"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--parbench-config",
+            str(bad),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 4  # pytest's usage error
     assert "model 'oops'" in proc.stderr and "missing key 'factory'" in proc.stderr, proc.stdout + proc.stderr

@@ -11,11 +11,21 @@ def test_tiers():
     reg = zoo.registry()
     assert [s.name for s in zoo.select(reg, "smoke")] == ["tiny_classifier", "tiny_generator"]
     default = {s.name: s for s in zoo.select(reg, "default")}
-    assert set(default) == {"mobilenet_v2", "deeplabv3_mobilenet_v3", "animegan", "ssdlite_mobilenet_v3",
-                            "small_vit"}
+    assert set(default) == {
+        "mobilenet_v2",
+        "deeplabv3_mobilenet_v3",
+        "animegan",
+        "ssdlite_mobilenet_v3",
+        "small_vit",
+    }
     assert all(s.sizes == (256, 300, 400, 512, 640) for s in default.values())
     assert {"resnet50", "deeplabv3_resnet101"} <= {s.name for s in zoo.select(reg, "full")}
-    assert {s.task for s in default.values()} == {"classification", "segmentation", "image-to-image", "detection"}
+    assert {s.task for s in default.values()} == {
+        "classification",
+        "segmentation",
+        "image-to-image",
+        "detection",
+    }
 
 
 def test_batchnorm_recalibration_gives_realistic_outputs(tmp_path):
@@ -56,32 +66,48 @@ def _write(tmp_path, toml, code="def build():\n    import torch\n    return torc
     return path
 
 
-@pytest.mark.parametrize("toml, message", [
-    ("[models.a]\ntask = 'classification'\n", "model 'a'.*missing key 'factory'"),
-    ("[models.a]\nfactory = 'no_such_pkg.x:build'\n", "model 'a'.*factory.*importing 'no_such_pkg.x' failed"),
-    ("[models.a]\nfactory = 'user_nets:nope'\n", "model 'a'.*no callable 'nope'"),
-    ("[models.a]\nfactory = 'user_nets:build'\ntask = 'ocr'\n", "model 'a'.*key 'task'"),
-    ("[models.a]\nfactory = 'user_nets:build'\nsizes = [0]\n", "model 'a'.*key 'sizes'"),
-    ("[models.a]\nfactory = 'user_nets:build'\ninputs = [{name = 'x', shape = [1, 'big']}]\n",
-     r"model 'a'.*key 'inputs\[0\].shape'"),
-    ("[models.a]\nfactory = 'user_nets:build'\ncolour = 1\n", "model 'a'.*unknown key.*colour"),
-    ("[models.a]\nfactory = 'user_nets:build'\nweights = 'missing.pt'\n", "model 'a'.*key 'weights'.*no such file"),
-    ("[models.mobilenet_v2]\nfactory = 'user_nets:build'\n", "taken by a built-in"),
-    ("[other]\n", "defines no models"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("[models.a]\ntask = 'classification'\n", "model 'a'.*missing key 'factory'"),
+        (
+            "[models.a]\nfactory = 'no_such_pkg.x:build'\n",
+            "model 'a'.*factory.*importing 'no_such_pkg.x' failed",
+        ),
+        ("[models.a]\nfactory = 'user_nets:nope'\n", "model 'a'.*no callable 'nope'"),
+        ("[models.a]\nfactory = 'user_nets:build'\ntask = 'ocr'\n", "model 'a'.*key 'task'"),
+        ("[models.a]\nfactory = 'user_nets:build'\nsizes = [0]\n", "model 'a'.*key 'sizes'"),
+        (
+            "[models.a]\nfactory = 'user_nets:build'\ninputs = [{name = 'x', shape = [1, 'big']}]\n",
+            r"model 'a'.*key 'inputs\[0\].shape'",
+        ),
+        ("[models.a]\nfactory = 'user_nets:build'\ncolour = 1\n", "model 'a'.*unknown key.*colour"),
+        (
+            "[models.a]\nfactory = 'user_nets:build'\nweights = 'missing.pt'\n",
+            "model 'a'.*key 'weights'.*no such file",
+        ),
+        ("[models.mobilenet_v2]\nfactory = 'user_nets:build'\n", "taken by a built-in"),
+        ("[other]\n", "defines no models"),
+    ],
+)
 def test_bad_config_entries_name_model_and_key(tmp_path, toml, message):
     with pytest.raises(zoo.ConfigError, match=message):
         zoo.registry(_write(tmp_path, toml))
 
 
 def test_config_in_pyproject_and_user_defaults(tmp_path):
-    (tmp_path / "pyproj_nets.py").write_text("import torch\ndef build():\n    return torch.nn.Conv2d(3, 4, 3)\n")
+    (tmp_path / "pyproj_nets.py").write_text(
+        "import torch\ndef build():\n    return torch.nn.Conv2d(3, 4, 3)\n"
+    )
     (tmp_path / "pyproject.toml").write_text(
         "[tool.parbench.models.mine]\nfactory = 'pyproj_nets:build'\nsizes = [64, 96]\n"
-        "[tool.parbench.models.mine.tolerances.onnx]\nrel_l2 = 1e-5\n")
+        "[tool.parbench.models.mine.tolerances.onnx]\nrel_l2 = 1e-5\n"
+    )
     reg = zoo.registry(tmp_path / "pyproject.toml")
     spec = reg["mine"]
-    assert spec.sizes == (64, 96) and spec.example_size == 64 and spec.tolerances == {"onnx": {"rel_l2": 1e-5}}
+    assert (
+        spec.sizes == (64, 96) and spec.example_size == 64 and spec.tolerances == {"onnx": {"rel_l2": 1e-5}}
+    )
     assert [s.name for s in zoo.select(reg)] == ["mine"]  # a config's models are the default selection
     module = zoo.load_model(spec, tmp_path)
     assert isinstance(module, torch.nn.Conv2d) and not module.training
@@ -89,8 +115,13 @@ def test_config_in_pyproject_and_user_defaults(tmp_path):
 
 def test_factory_that_raises_or_returns_wrong_type(tmp_path):
     code = "def boom():\n    raise ValueError('bad width')\ndef notmodule():\n    return 3\n"
-    reg = zoo.registry(_write(tmp_path, "[models.a]\nfactory = 'user_nets:boom'\n"
-                                        "[models.b]\nfactory = 'user_nets:notmodule'\n", code))
+    reg = zoo.registry(
+        _write(
+            tmp_path,
+            "[models.a]\nfactory = 'user_nets:boom'\n[models.b]\nfactory = 'user_nets:notmodule'\n",
+            code,
+        )
+    )
     with pytest.raises(zoo.ConfigError, match="model 'a'.*raised ValueError: bad width"):
         zoo.load_model(reg["a"], tmp_path)
     with pytest.raises(zoo.ConfigError, match="model 'b'.*returned int, not a torch.nn.Module"):

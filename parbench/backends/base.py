@@ -5,7 +5,7 @@ an Artifact into a Session that runs inputs.  Inputs and outputs cross this boun
 ordered ``{name: numpy array}`` dicts, so every form is compared the same way:
 
 * input names come from the ModelSpec (``spec.input_names``), in the model's argument order;
-* output names come from flattening the eager model's output (see ``flatten_outputs``):
+* output names come from flattening the eager model's output (see :mod:`parbench.zoo.outputs`):
   a tensor is ``"output"``, a tuple/list is ``"output_0"``, ``"output_1"``, ..., a dict
   keeps its keys (nested containers join keys with ``.``).
 """
@@ -13,8 +13,6 @@ ordered ``{name: numpy array}`` dicts, so every form is compared the same way:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,19 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import torch
 
+from parbench._util.hashing import path_bytes
+from parbench.errors import ExportError
+from parbench.zoo.outputs import flatten_outputs
+
 if TYPE_CHECKING:
     from parbench.zoo import ModelSpec
 
 Family = Literal["fp32", "fp16", "int8"]
-Outputs = "OrderedDict[str, np.ndarray]"
-
-
-class BackendUnavailable(RuntimeError):
-    """This form cannot export or run on this machine; the message says why."""
-
-
-class ExportError(RuntimeError):
-    """Converting the model to this form failed; the message carries the converter's own words."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,35 +99,8 @@ class Backend(Protocol):
     # (e.g. image-input forms on a model without an RGB input); the harness then skips it.
 
 
-class NeedsPerSize(ExportError):
-    """The form cannot serve several sizes from one artifact for this model; export per size."""
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers shared by the backends
-
-
-def flatten_outputs(out: Any, prefix: str = "output") -> OrderedDict[str, torch.Tensor]:
-    """Flatten a model's output into ordered, named tensors (see module docstring)."""
-    flat: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    def walk(obj: Any, name: str, top: bool) -> None:
-        if isinstance(obj, torch.Tensor):
-            flat[name] = obj
-        elif isinstance(obj, Mapping):
-            for k, v in obj.items():
-                walk(v, str(k) if top else f"{name}.{k}", False)
-        elif isinstance(obj, (tuple, list)):
-            for i, v in enumerate(obj):
-                walk(v, f"{name}_{i}", False)
-        else:
-            raise TypeError(
-                f"model output {name!r} is a {type(obj).__name__}; parbench compares tensors, "
-                "tuples/lists of tensors and dicts of tensors"
-            )
-
-    walk(out, prefix, True)
-    return flat
 
 
 def to_numpy_outputs(out: Any, names: Sequence[str]) -> OrderedDict[str, np.ndarray]:
@@ -149,45 +115,3 @@ def to_numpy_outputs(out: Any, names: Sequence[str]) -> OrderedDict[str, np.ndar
 
 def inputs_to_tensors(inputs: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values())
-
-
-class TorchOutputFlattening(torch.nn.Module):
-    """Wraps a model so that it returns a flat tuple of tensors (what most exporters want)."""
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.inner = module
-
-    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(flatten_outputs(self.inner(*args)).values())
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for p in sorted(q for q in path.rglob("*") if q.is_file()):
-        h.update(str(p.relative_to(path)).encode())
-        h.update(sha256_file(p).encode())
-    return h.hexdigest()
-
-
-def path_bytes(path: Path) -> int:
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def stable_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))

@@ -27,15 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    BackendUnavailable,
-    ExportError,
-    ExportRequest,
-    Family,
-    TorchOutputFlattening,
-)
+from parbench.backends.base import Artifact, Availability, ExportError, ExportRequest, Family
 from parbench.backends.executorch import (
     all_sizes,
     artifact_path,
@@ -45,10 +37,12 @@ from parbench.backends.executorch import (
     input_names,
     output_names,
     quiet,
-    sized_dims,
     torch_dynamic_shapes,
     version_of,
 )
+from parbench.backends.export_support import sized_dims
+from parbench.errors import BackendUnavailable
+from parbench.zoo.outputs import TorchOutputFlattening
 
 Frontend = Literal["torch.export", "trace"]
 Flexible = Literal["enumerated", "range"]
@@ -97,8 +91,6 @@ def _predictor(path: Path, compute_units: str = "ALL", prefer: str = "auto") -> 
     return model_cls(str(path)), "reference"
 
 
-
-
 def served_sizes(req: ExportRequest, dynamic: bool, flexible: str, meta: dict[str, Any]) -> list[int] | None:
     """The sizes a converted package serves: the enumerated ones, any (a range, noted in meta),
     or only the export size."""
@@ -109,7 +101,10 @@ def served_sizes(req: ExportRequest, dynamic: bool, flexible: str, meta: dict[st
         return None
     return [int(req.export_size)]
 
-def convert_with_fallback(order: Sequence[Any], convert: Callable[[Any], Any], notes: list[str]) -> tuple[Any, Any]:
+
+def convert_with_fallback(
+    order: Sequence[Any], convert: Callable[[Any], Any], notes: list[str]
+) -> tuple[Any, Any]:
     """Try each frontend in order; the first that converts wins, and why the others failed is noted."""
     errors = []
     for frontend in order:
@@ -122,6 +117,7 @@ def convert_with_fallback(order: Sequence[Any], convert: Callable[[Any], Any], n
             notes.append(f"{errors[0]}; converted with the {frontend} frontend instead")
         return mlmodel, frontend
     raise ExportError("coremltools conversion failed:\n" + "\n".join(errors))
+
 
 class CoreMLSession:
     def __init__(

@@ -97,15 +97,21 @@ _HINT = (
 def applies_to(spec: ModelSpec) -> str | None:
     """None if the form applies to the model, else why not (the harness skips with it)."""
     if len(spec.inputs) != 1:
-        return (f"the form feeds one RGB image; {spec.name} takes {len(spec.inputs)} inputs "
-                f"({', '.join(spec.input_names)})")
+        return (
+            f"the form feeds one RGB image; {spec.name} takes {len(spec.inputs)} inputs "
+            f"({', '.join(spec.input_names)})"
+        )
     inp = spec.inputs[0]
     if inp.kind != "rgb":
-        return (f"the form applies to RGB-image models only: input {inp.name!r} of {spec.name} has "
-                f"shape {list(inp.shape)} and dtype {inp.dtype} (an RGB image is [1, 3, 'size', 'size'] "
-                "float32)")
+        return (
+            f"the form applies to RGB-image models only: input {inp.name!r} of {spec.name} has "
+            f"shape {list(inp.shape)} and dtype {inp.dtype} (an RGB image is [1, 3, 'size', 'size'] "
+            "float32)"
+        )
     if inp.shape[0] != 1:
-        return f"Core ML image inputs take one image; input {inp.name!r} of {spec.name} has batch {inp.shape[0]}"
+        return (
+            f"Core ML image inputs take one image; input {inp.name!r} of {spec.name} has batch {inp.shape[0]}"
+        )
     if len(spec.mean) != 3 or len(spec.std) != 3:
         return f"{spec.name}: mean and std must have 3 values (R, G, B), got {spec.mean} and {spec.std}"
     if not all(math.isfinite(s) and s > 0 for s in spec.std):
@@ -138,7 +144,9 @@ def to_pixels(x: np.ndarray, mean: Sequence[float], std: Sequence[float], name: 
     """
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[:2] != (1, 3):
-        raise ValueError(f"input {name!r} has shape {tuple(x.shape)}; coreml_image takes one RGB image [1, 3, H, W]")
+        raise ValueError(
+            f"input {name!r} has shape {tuple(x.shape)}; coreml_image takes one RGB image [1, 3, H, W]"
+        )
     # float32 is enough: fixture pixels come back within ~2e-5 of an integer
     p = x[0].astype(np.float32) * (np.asarray(std, np.float32) * 255).reshape(3, 1, 1)
     p += (np.asarray(mean, np.float32) * 255).reshape(3, 1, 1)
@@ -149,7 +157,7 @@ def to_pixels(x: np.ndarray, mean: Sequence[float], std: Sequence[float], name: 
             f"input {name!r} is not an 8-bit RGB image normalized with mean={tuple(mean)} std={tuple(std)}: "
             f"un-normalized it spans {p.min():.4g}..{p.max():.4g} with values up to {off:.3g} off the "
             "integer pixel grid. coreml_image feeds Core ML a pixel buffer, so give it inputs made from "
-            "8-bit images (parbench fixtures, parbench.images.to_tensor_array)"
+            "8-bit images (parbench fixtures, parbench.zoo.inputs.to_tensor_array)"
         )
     return np.ascontiguousarray(r.transpose(1, 2, 0)).astype(np.uint8)
 
@@ -167,7 +175,7 @@ def to_image(x: np.ndarray, mean: Sequence[float], std: Sequence[float], name: s
 def imagenet_labels() -> list[str] | None:
     """The 1000 ImageNet class names torchvision ships with its weight metadata (no download)."""
     try:
-        from parbench.compat import import_torchvision
+        from parbench.zoo.torchvision_shim import import_torchvision
 
         return list(import_torchvision().models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
     except Exception:
@@ -177,7 +185,7 @@ def imagenet_labels() -> list[str] | None:
 def voc_labels() -> list[str] | None:
     """The 21 Pascal VOC class names of torchvision's segmentation weights (no download)."""
     try:
-        from parbench.compat import import_torchvision
+        from parbench.zoo.torchvision_shim import import_torchvision
 
         seg = import_torchvision().models.segmentation
         return list(seg.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"])
@@ -233,8 +241,14 @@ class _AppModel(torch.nn.Module):
     """What gets converted: optional exact normalization first, flattened outputs, and the
     softmax probabilities of a classifier output appended last."""
 
-    def __init__(self, inner: torch.nn.Module, mean: Sequence[float], std: Sequence[float],
-                 exact: bool, softmax_of: int | None):
+    def __init__(
+        self,
+        inner: torch.nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        exact: bool,
+        softmax_of: int | None,
+    ):
         super().__init__()
         self.inner = inner
         self.exact = exact
@@ -261,8 +275,11 @@ def _on_input_path(var: Any) -> bool:
         return True
     if op.op_type not in _PREFIX_OPS:
         return False
-    return any(_on_input_path(v) for v in op.inputs.values() if getattr(v, "op", None) is None
-               or v.op.op_type != "const")
+    return any(
+        _on_input_path(v)
+        for v in op.inputs.values()
+        if getattr(v, "op", None) is None or v.op.op_type != "const"
+    )
 
 
 def keep_prefix_fp32(op: Any) -> bool:
@@ -423,7 +440,9 @@ class CoreMLImageBackend:
             except ImportError:
                 pass
             else:
-                return Availability(True, True, f"{_coreml.NEEDS_MACOS}; using the reference executor", "reference")
+                return Availability(
+                    True, True, f"{_coreml.NEEDS_MACOS}; using the reference executor", "reference"
+                )
         return Availability(True, False, _coreml.NEEDS_MACOS, "coreml")
 
     def options(self) -> dict[str, Any]:
@@ -454,7 +473,9 @@ class CoreMLImageBackend:
             shape = ct.EnumeratedShapes(shapes=[(1, 3, s, s) for s in all_sizes(req)], default=base)
         else:
             lo, hi = all_sizes(req)[0], all_sizes(req)[-1]
-            shape = ct.Shape([1, 3, ct.RangeDim(lo, hi, default=base[2]), ct.RangeDim(lo, hi, default=base[3])])
+            shape = ct.Shape(
+                [1, 3, ct.RangeDim(lo, hi, default=base[2]), ct.RangeDim(lo, hi, default=base[3])]
+            )
         if self.normalization == "exact":
             scale, bias = 1.0 / 255.0, [0.0, 0.0, 0.0]
         else:
@@ -462,8 +483,15 @@ class CoreMLImageBackend:
             scale, bias = f["scale"], f["bias"]
         return ct.ImageType(name=name, shape=shape, scale=scale, bias=bias, color_layout=ct.colorlayout.RGB)
 
-    def _convert(self, frontend: str, req: ExportRequest, dynamic: bool, names: Sequence[str],
-                 cls: tuple[str, int] | None, labels: Sequence[str]) -> Any:
+    def _convert(
+        self,
+        frontend: str,
+        req: ExportRequest,
+        dynamic: bool,
+        names: Sequence[str],
+        cls: tuple[str, int] | None,
+        labels: Sequence[str],
+    ) -> Any:
         import coremltools as ct
 
         from parbench.backends.executorch import torch_dynamic_shapes
@@ -478,13 +506,16 @@ class CoreMLImageBackend:
             if frontend == "torch.export":
                 # one positional argument (the image): the spec of *args' first element
                 shapes = torch_dynamic_shapes(req)[0] if dynamic else None
-                source: Any = torch.export.export(model, example, dynamic_shapes=shapes).run_decompositions({})
+                source: Any = torch.export.export(model, example, dynamic_shapes=shapes).run_decompositions(
+                    {}
+                )
             else:
                 source = torch.jit.trace(model, example, check_trace=False)
             exact = self.normalization == "exact"
             kwargs: dict[str, Any] = dict(
                 convert_to="mlprogram",
-                compute_precision=ct.transform.FP16ComputePrecision(keep_prefix_fp32) if exact
+                compute_precision=ct.transform.FP16ComputePrecision(keep_prefix_fp32)
+                if exact
                 else ct.precision.FLOAT16,
                 minimum_deployment_target=getattr(ct.target, self.target),
             )
@@ -520,8 +551,9 @@ class CoreMLImageBackend:
         names = output_names(req)
         clashes = {LABEL_NAME, PROBS_NAME} & set(names)
         if clashes:
-            raise ExportError(f"the model's outputs {sorted(clashes)} clash with Core ML's classifier outputs; "
-                              "rename them")
+            raise ExportError(
+                f"the model's outputs {sorted(clashes)} clash with Core ML's classifier outputs; rename them"
+            )
         cls = _classifier_output(req, names) if self.classifier != "none" else None
         if cls is not None:
             labels, label_source = class_labels(cls[1], "classification")
@@ -533,7 +565,8 @@ class CoreMLImageBackend:
 
         def attempt(dynamic: bool) -> tuple[Any, str]:
             return _coreml.convert_with_fallback(
-                order, lambda f: self._convert(f, req, dynamic, names, cls, labels), notes)
+                order, lambda f: self._convert(f, req, dynamic, names, cls, labels), notes
+            )
 
         (mlmodel, used), dynamic = export_with_size_fallback(req, self.name, attempt, _HINT)
         norm = self._normalization_meta(req, names)
@@ -554,8 +587,13 @@ class CoreMLImageBackend:
             "mean": list(spec.mean),
             "std": list(spec.std),
             "normalization": norm,
-            "classifier": None if cls is None else {
-                "output": cls[0], "classes": cls[1], "mode": self.classifier, "label_source": label_source,
+            "classifier": None
+            if cls is None
+            else {
+                "output": cls[0],
+                "classes": cls[1],
+                "mode": self.classifier,
+                "label_source": label_source,
                 "first_labels": labels[:5],
             },
             "preview_type": _preview_type(spec.task, cls),
@@ -596,19 +634,35 @@ class CoreMLImageBackend:
             return [], ""
         return class_labels(int(first.shape[1]), "segmentation")
 
-    def _describe(self, mlmodel: Any, req: ExportRequest, names: Sequence[str], cls: tuple[str, int] | None,
-                  norm: Mapping[str, Any], seg_labels: Sequence[str], frontend: str, dynamic: bool) -> None:
+    def _describe(
+        self,
+        mlmodel: Any,
+        req: ExportRequest,
+        names: Sequence[str],
+        cls: tuple[str, int] | None,
+        norm: Mapping[str, Any],
+        seg_labels: Sequence[str],
+        frontend: str,
+        dynamic: bool,
+    ) -> None:
         """Metadata apps and Xcode read: descriptions, author, version, license, preview type."""
         spec = req.spec
         what = spec.description or spec.name
-        mlmodel.short_description = (f"{what}: {spec.task} from an RGB image; {self.normalization} "
-                                     f"normalization (mean {list(spec.mean)}, std {list(spec.std)})")
+        mlmodel.short_description = (
+            f"{what}: {spec.task} from an RGB image; {self.normalization} "
+            f"normalization (mean {list(spec.mean)}, std {list(spec.std)})"
+        )
         mlmodel.author = "parbench"
         mlmodel.version = f"{spec.name} (parbench {parbench.__version__})"
         mlmodel.license = self.license
-        sizes = ", ".join(f"{s}x{s}" for s in all_sizes(req)) if dynamic else f"{req.export_size}x{req.export_size}"
+        sizes = (
+            ", ".join(f"{s}x{s}" for s in all_sizes(req))
+            if dynamic
+            else f"{req.export_size}x{req.export_size}"
+        )
         mlmodel.input_description[spec.input_names[0]] = (
-            f"RGB image, 8-bit pixels, {sizes}; normalization inside the model ({self.normalization})")
+            f"RGB image, 8-bit pixels, {sizes}; normalization inside the model ({self.normalization})"
+        )
         described = {o.name for o in mlmodel.get_spec().description.output}
         for name in names:
             if name in described:
@@ -617,12 +671,16 @@ class CoreMLImageBackend:
         if LABEL_NAME in described:
             mlmodel.output_description[LABEL_NAME] = "most likely class label"
             mlmodel.output_description[PROBS_NAME] = (
-                "softmax probability per class label" if self.classifier == "softmax"
-                else f"the model's {cls[0] if cls else ''} output per class label")
+                "softmax probability per class label"
+                if self.classifier == "softmax"
+                else f"the model's {cls[0] if cls else ''} output per class label"
+            )
         md = mlmodel.user_defined_metadata
         # what coremltools records for a direct conversion (the classifier path goes through MIL)
         md["com.github.apple.coremltools.source"] = f"torch=={torch.__version__}"
-        md["com.github.apple.coremltools.source_dialect"] = "TorchScript" if frontend == "trace" else "TorchExport::ATEN"
+        md["com.github.apple.coremltools.source_dialect"] = (
+            "TorchScript" if frontend == "trace" else "TorchExport::ATEN"
+        )
         md["parbench.model"] = spec.name
         md["parbench.task"] = spec.task
         md["parbench.frontend"] = frontend
@@ -631,7 +689,9 @@ class CoreMLImageBackend:
         md["parbench.std"] = json.dumps(list(spec.std))
         md["parbench.image_scale"] = repr(norm["image_scale"])
         md["parbench.image_bias"] = json.dumps(norm["image_bias"])
-        md["parbench.max_scale_error"] = repr(norm["max_scale_error"]) if self.normalization == "folded" else "0"
+        md["parbench.max_scale_error"] = (
+            repr(norm["max_scale_error"]) if self.normalization == "folded" else "0"
+        )
         preview = _preview_type(spec.task, cls)
         if preview:
             md[PREVIEW_TYPE] = preview

@@ -36,7 +36,9 @@ class EagerBackend:
         return {}
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:
-        return Artifact(self.name, Path(), "eager", None, {"note": "the eager module itself"}, module=req.module)
+        return Artifact(
+            self.name, Path(), "eager", None, {"note": "the eager module itself"}, module=req.module
+        )
 
     def load(self, artifact: Artifact) -> EagerSession:
         return EagerSession(artifact.module, list(artifact.meta.get("output_names", [])))

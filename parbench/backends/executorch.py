@@ -12,16 +12,9 @@ quantized, Core ML) share: input/output names, the dynamic-size description for
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import re
-import sys
-import tempfile
 import time
-import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -29,265 +22,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    BackendUnavailable,
-    ExportError,
-    ExportRequest,
-    Family,
-    NeedsPerSize,
-    TorchOutputFlattening,
-    flatten_outputs,
+from parbench._util.console import error_text, quiet
+from parbench._util.versions import version_of
+from parbench.backends.base import Artifact, Availability, ExportError, ExportRequest, Family
+from parbench.backends.export_support import (
+    all_sizes,
+    artifact_path,
+    as_float32,
+    check_sizes,
+    export_with_size_fallback,
+    input_names,
+    output_names,
+    torch_dynamic_shapes,
 )
+from parbench.zoo.outputs import TorchOutputFlattening
 
 T = TypeVar("T")
-
-# ---------------------------------------------------------------------------------------------
-# helpers shared by the converter-based forms
-
-
-def artifact_path(out: Path, suffix: str) -> Path:
-    """``out`` plus the form's suffix (``with_suffix`` would eat dots inside the cache name)."""
-    out = Path(out)
-    return out.parent / f"{out.name}{suffix}"
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _lines(exc: BaseException) -> list[str]:
-    msg = _ANSI.sub("", str(exc)).strip() or repr(exc)
-    return [ln.rstrip() for ln in msg.splitlines() if ln.strip()]
-
-
-def error_text(exc: BaseException, max_lines: int = 6, max_chars: int = 900) -> str:
-    """The first lines of an exception's own message, prefixed by its type, plus the first line
-    of its root cause when that differs (converters often wrap the useful message)."""
-    text = "\n".join(_lines(exc)[:max_lines])
-    root = exc
-    seen = {id(exc)}
-    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
-        seen.add(id(nxt))
-        root = nxt
-    if root is not exc:
-        first = (_lines(root) or [""])[0]
-        if first and first not in text:
-            text += f"\n(root cause: {type(root).__name__}: {first})"
-    if len(text) > max_chars:
-        text = text[: max_chars - 3] + "..."
-    return f"{type(exc).__name__}: {text}"
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence converter chatter for a block: Python prints and progress bars, warnings, and
-    what native code writes to the stdout/stderr file descriptors (restored after)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved: list[tuple[int, int]] = []
-    with tempfile.TemporaryFile() as sink:
-        try:
-            for fd in (1, 2):
-                try:
-                    saved.append((fd, os.dup(fd)))
-                    os.dup2(sink.fileno(), fd)
-                except OSError:  # no such descriptor (embedded interpreters): nothing to silence
-                    pass
-            buf = io.StringIO()
-            with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            for fd, copy in saved:
-                os.dup2(copy, fd)
-                os.close(copy)
-
-
-def input_names(req: ExportRequest) -> list[str]:
-    """Input names from the spec, in argument order; ``input_<i>`` if the spec has none."""
-    names = list(getattr(req.spec, "input_names", None) or [])
-    n = len(req.example_inputs)
-    if not names:
-        return ["input"] if n == 1 else [f"input_{i}" for i in range(n)]
-    if len(names) != n:
-        raise ExportError(
-            f"the model spec names {len(names)} inputs {names} but the example has {n} tensors; "
-            "make spec.input_names match the model's forward arguments"
-        )
-    return names
-
-
-def output_names(req: ExportRequest, module: torch.nn.Module | None = None) -> list[str]:
-    """``req.output_names``, or the eager model's flattened output names when not given."""
-    if req.output_names:
-        return list(req.output_names)
-    with torch.no_grad():
-        return list(flatten_outputs((module or req.module)(*req.example_inputs)))
-
-
-def sized_dims(req: ExportRequest) -> list[tuple[int, ...]]:
-    """Per input, the dims that follow the input size: H and W of 4-D floating inputs."""
-    dims: list[tuple[int, ...]] = []
-    for x in req.example_inputs:
-        if x.dim() == 4 and x.is_floating_point():
-            dims.append(tuple(d for d in (2, 3) if x.shape[d] == req.export_size))
-        else:
-            dims.append(())
-    return dims
-
-
-def all_sizes(req: ExportRequest) -> list[int]:
-    return sorted({int(s) for s in req.sizes} | {int(req.export_size)})
-
-
-def wants_dynamic(req: ExportRequest) -> bool:
-    """One artifact must serve several sizes (and the inputs have size dims to vary)."""
-    return (not req.per_size) and len(all_sizes(req)) > 1 and any(sized_dims(req))
-
-
-def torch_dynamic_shapes(req: ExportRequest) -> tuple[tuple[dict[int, Any] | None, ...]]:
-    """``dynamic_shapes`` for ``torch.export`` of ``TorchOutputFlattening`` (``*args``).
-
-    Height and width get their own ``Dim`` bounded by the smallest and largest requested
-    size (ExecuTorch plans memory for the upper bound).
-    """
-    lo, hi = all_sizes(req)[0], all_sizes(req)[-1]
-    h = torch.export.Dim("height", min=lo, max=hi)
-    w = torch.export.Dim("width", min=lo, max=hi)
-    specs: list[dict[int, Any] | None] = []
-    for dims in sized_dims(req):
-        specs.append({d: (h if d == 2 else w) for d in dims} or None)
-    return (tuple(specs),)
-
-
-def inputs_at(req: ExportRequest, size: int) -> tuple[torch.Tensor, ...]:
-    """The example inputs resized to ``size`` (bilinear on the size dims; others unchanged)."""
-    out = []
-    for x, dims in zip(req.example_inputs, sized_dims(req), strict=True):
-        if not dims or size == req.export_size:
-            out.append(x)
-            continue
-        hw = [size if d in dims else x.shape[d] for d in (2, 3)]
-        out.append(F.interpolate(x, size=hw, mode="bilinear", align_corners=False).contiguous())
-    return tuple(out)
-
-
-def probe_sizes(req: ExportRequest) -> list[int]:
-    """The sizes a one-for-all artifact is tried at during export: the extremes."""
-    return sorted({s for s in (all_sizes(req)[0], all_sizes(req)[-1]) if s != req.export_size})
-
-
-def check_sizes(
-    req: ExportRequest, form: str, run: Callable[[tuple[torch.Tensor, ...]], Sequence[np.ndarray]]
-) -> list[int]:
-    """Run a one-for-all artifact at the extreme sizes; NeedsPerSize if it fails or its output
-    shapes differ from eager's there.  Returns the sizes checked."""
-    checked = []
-    for size in probe_sizes(req):
-        xs = inputs_at(req, size)
-        try:
-            with torch.no_grad():
-                ref = [tuple(t.shape) for t in flatten_outputs(req.module(*xs)).values()]
-        except Exception as exc:
-            raise ExportError(
-                f"{form}: the eager model itself fails at {size} px ({error_text(exc, 2)}); "
-                "remove that size from the model's sizes"
-            ) from exc
-        try:
-            with quiet():  # runtimes log their own copy of the error to stderr
-                got = [tuple(np.shape(a)) for a in run(xs)]
-        except NeedsPerSize:
-            raise
-        except Exception as exc:  # the runtime's own error is the reason
-            raise NeedsPerSize(
-                f"{form}: the artifact exported at {req.export_size} px does not run at {size} px: "
-                f"{error_text(exc)}; export one artifact per size"
-            ) from exc
-        if got != ref:
-            raise NeedsPerSize(
-                f"{form}: the artifact exported at {req.export_size} px returns shapes {got} at {size} px, "
-                f"eager returns {ref} (sizes baked into the graph); export one artifact per size"
-            )
-        checked.append(size)
-    return checked
-
-
-def _describe(exc: BaseException) -> str:
-    # ExportErrors raised by the forms already carry the converters' summarized messages
-    return str(exc) if isinstance(exc, ExportError) else error_text(exc)
-
-
-_SHAPE_ERRORS = ("Constraints violated", "specialized it to be a constant", "ConstraintViolation")
-
-
-def is_dynamic_shape_error(exc: BaseException) -> bool:
-    """torch.export's own verdict that the graph cannot keep the size dims dynamic."""
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if any(k in str(cur) or k in type(cur).__name__ for k in _SHAPE_ERRORS):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-def export_with_size_fallback(
-    req: ExportRequest, form: str, attempt: Callable[[bool], T], hint: str
-) -> tuple[T, bool]:
-    """``attempt(dynamic)`` once for all sizes when wanted, else at the export size.
-
-    If the all-sizes attempt fails, the fixed-size attempt decides: it works -> NeedsPerSize
-    (the failure is about dynamic shapes), it fails too -> ExportError with its message.
-    Returns (result, dynamic).
-    """
-    if not wants_dynamic(req):
-        try:
-            return attempt(False), False
-        except (NeedsPerSize, BackendUnavailable):
-            raise
-        except Exception as exc:
-            raise ExportError(f"{form} export failed: {_describe(exc)}\n{hint}") from exc
-    try:
-        return attempt(True), True
-    except (NeedsPerSize, BackendUnavailable):
-        raise
-    except Exception as exc:
-        dyn_exc = exc
-    if is_dynamic_shape_error(dyn_exc):  # no need to prove it with a fixed-size export
-        raise NeedsPerSize(
-            f"{form}: the graph cannot serve sizes {all_sizes(req)} from one artifact "
-            f"({_describe(dyn_exc)}); export one artifact per size"
-        ) from dyn_exc
-    try:
-        attempt(False)  # only to learn whether the failure is about dynamic shapes
-    except Exception as exc:
-        raise ExportError(f"{form} export failed (at a fixed size too): {_describe(exc)}\n{hint}") from exc
-    raise NeedsPerSize(
-        f"{form}: one artifact for sizes {all_sizes(req)} failed ({_describe(dyn_exc)}); "
-        f"the fixed-size export works: export one artifact per size"
-    ) from dyn_exc
-
-
-def version_of(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def as_float32(a: Any) -> np.ndarray:
-    """Outputs are compared as float32, as ``base.to_numpy_outputs`` does for eager."""
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().float().numpy()
-    return np.asarray(a).astype(np.float32, copy=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# ExecuTorch
 
 
 def _delegation(graph_module: torch.fx.GraphModule) -> dict[str, Any]:

@@ -47,9 +47,12 @@ class LiteBackend:
     suffix = ".ptl"
 
     def available(self) -> Availability:
-        return Availability(True, True, "" if xnnpack_enabled() else
-                            "no XNNPACK in this torch build: saved without optimize_for_mobile",
-                            executor="torch-lite")
+        return Availability(
+            True,
+            True,
+            "" if xnnpack_enabled() else "no XNNPACK in this torch build: saved without optimize_for_mobile",
+            executor="torch-lite",
+        )
 
     def options(self) -> dict:
         return {"optimize_for_mobile": xnnpack_enabled(), "torch": torch.__version__}
@@ -76,5 +79,7 @@ class LiteBackend:
         return Artifact(self.name, path, "ptl", None if not req.per_size else [req.export_size], meta)
 
     def load(self, artifact: Artifact) -> LiteSession:
-        return LiteSession(_load_for_lite_interpreter(str(artifact.path), map_location="cpu"),
-                           list(artifact.meta.get("output_names", [])))
+        return LiteSession(
+            _load_for_lite_interpreter(str(artifact.path), map_location="cpu"),
+            list(artifact.meta.get("output_names", [])),
+        )

@@ -20,14 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    ExportError,
-    ExportRequest,
-    Family,
-    TorchOutputFlattening,
-)
+from parbench.backends.base import Artifact, Availability, ExportError, ExportRequest, Family
 from parbench.backends.executorch import (
     artifact_path,
     as_float32,
@@ -37,10 +30,11 @@ from parbench.backends.executorch import (
     input_names,
     output_names,
     quiet,
-    sized_dims,
     torch_dynamic_shapes,
     version_of,
 )
+from parbench.backends.export_support import sized_dims
+from parbench.zoo.outputs import TorchOutputFlattening
 
 Exporter = Literal["torchscript", "dynamo"]
 _EXPORTERS: tuple[Exporter, ...] = ("torchscript", "dynamo")

@@ -36,8 +36,6 @@ from parbench.backends.base import (
     ExportError,
     ExportRequest,
     Family,
-    NeedsPerSize,
-    TorchOutputFlattening,
     to_numpy_outputs,
 )
 from parbench.backends.executorch import (
@@ -48,8 +46,10 @@ from parbench.backends.executorch import (
     input_names,
     output_names,
     quiet,
-    wants_dynamic,
 )
+from parbench.backends.export_support import wants_dynamic
+from parbench.errors import NeedsPerSize
+from parbench.zoo.outputs import TorchOutputFlattening
 
 ENGINE = "qnnpack"
 

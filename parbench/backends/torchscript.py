@@ -32,8 +32,12 @@ def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
         try:
             traced = torch.jit.trace(req.module, req.example_inputs, strict=False, check_trace=False)
         except Exception as exc:
-            raise ExportError(f"torch.jit.trace failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
-    notes = sorted({str(w.message).splitlines()[0] for w in caught if issubclass(w.category, torch.jit.TracerWarning)})
+            raise ExportError(
+                f"torch.jit.trace failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from exc
+    notes = sorted(
+        {str(w.message).splitlines()[0] for w in caught if issubclass(w.category, torch.jit.TracerWarning)}
+    )
     return traced, notes
 
 
@@ -64,8 +68,13 @@ class TorchScriptBackend:
         traced, notes = trace(req)
         path = out.with_suffix(self.suffix)
         traced.save(str(path))
-        return Artifact(self.name, path, "pt", None if not req.per_size else [req.export_size],
-                        {"method": "torch.jit.trace", "tracer_warnings": notes})
+        return Artifact(
+            self.name,
+            path,
+            "pt",
+            None if not req.per_size else [req.export_size],
+            {"method": "torch.jit.trace", "tracer_warnings": notes},
+        )
 
     def load(self, artifact: Artifact) -> TorchScriptSession:
         module = torch.jit.load(str(artifact.path), map_location="cpu")

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -24,7 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import parbench
 from parbench.collector.fixtures_view import FixtureServeError, FixtureView
-from parbench.collector.models import (
+from parbench.history.store import RunConflictError, RunNotFoundError, Store, StoreError
+from parbench.records.device import (
     CompleteIn,
     ErrorOut,
     Health,
@@ -37,15 +37,23 @@ from parbench.collector.models import (
     RunWithResults,
     StoredCounts,
 )
-from parbench.store import RunConflictError, RunNotFoundError, Store, StoreError
 
 API_PREFIX = "/api/v1"
 API_VERSION = 1
 DEFAULT_MAX_BODY_MB = 32
 _OPEN_PATHS = {f"{API_PREFIX}/health"}
-_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "body_too_large", 415: "unsupported_media_type",
-          422: "validation", 503: "unavailable"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "validation",
+    503: "unavailable",
+}
 
 
 def _error_body(status: int, reason: str, code: str | None = None, **more: Any) -> dict[str, Any]:
@@ -92,8 +100,12 @@ class _Guard:
                 await self._refuse(send, 400, "Content-Length is not a number")
                 return
             if n > self.max_body:
-                await self._refuse(send, 413, f"body of {n} bytes is over the collector's limit of "
-                                   f"{self.max_body} bytes: post results in smaller batches")
+                await self._refuse(
+                    send,
+                    413,
+                    f"body of {n} bytes is over the collector's limit of "
+                    f"{self.max_body} bytes: post results in smaller batches",
+                )
                 return
         received = 0
         limit = self.max_body
@@ -105,8 +117,11 @@ class _Guard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     # FastAPI passes HTTPException raised while reading the body through to its handler.
-                    raise StarletteHTTPException(413, f"body is over the collector's limit of {limit} bytes: "
-                                                      "post results in smaller batches")
+                    raise StarletteHTTPException(
+                        413,
+                        f"body is over the collector's limit of {limit} bytes: "
+                        "post results in smaller batches",
+                    )
             return message
 
         await self.app(scope, bounded_receive, send)
@@ -116,7 +131,9 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _validation_reason(errors: list[dict[str, Any]], json_sent: bool = True) -> tuple[str, list[dict[str, Any]]]:
+def _validation_reason(
+    errors: list[dict[str, Any]], json_sent: bool = True
+) -> tuple[str, list[dict[str, Any]]]:
     """A one-line reason naming the first bad field, and a JSON-safe error list."""
     clean = []
     for e in errors[:50]:
@@ -151,13 +168,18 @@ def _utc_now() -> str:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": desc} for code, desc in (
-        (401, "missing or wrong bearer token"), (404, "unknown run or file"),
-        (409, "conflicting content for an existing id"), (413, "body too large"),
-        (422, "invalid request (malformed JSON, wrong types, out of bounds, unknown model)"))
+    code: {"model": ErrorOut, "description": desc}
+    for code, desc in (
+        (401, "missing or wrong bearer token"),
+        (404, "unknown run or file"),
+        (409, "conflicting content for an existing id"),
+        (413, "body too large"),
+        (422, "invalid request (malformed JSON, wrong types, out of bounds, unknown model)"),
+    )
 }
 _FILE_ERRORS = {k: v for k, v in _ERRORS.items() if k in (401, 404, 422)} | {
-    400: {"model": ErrorOut, "description": "path refused (traversal)"}}
+    400: {"model": ErrorOut, "description": "path refused (traversal)"}
+}
 
 
 _bearer = HTTPBearer(auto_error=False, description="the token printed by `parbench serve`")
@@ -168,9 +190,13 @@ def _declare_auth(credentials: Annotated[HTTPAuthorizationCredentials | None, De
     (module level: FastAPI resolves these annotations in the module's namespace)."""
 
 
-def create_app(store_path: str | Path, token: str, fixtures_dir: str | Path | None = None,
-               max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20,
-               cache_dir: str | Path | None = None) -> FastAPI:
+def create_app(
+    store_path: str | Path,
+    token: str,
+    fixtures_dir: str | Path | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20,
+    cache_dir: str | Path | None = None,
+) -> FastAPI:
     """The collector application over the store at `store_path` (created if missing).
 
     `fixtures_dir`, when given, is a fixture set served to devices; posted results must then
@@ -187,7 +213,7 @@ def create_app(store_path: str | Path, token: str, fixtures_dir: str | Path | No
         title="parbench collector",
         version=parbench.__version__,
         description="Serves a fixture set to devices and stores their runs and results. "
-                    "See docs/collector-api.md.",
+        "See docs/collector-api.md.",
     )
     app.state.store = store
     app.state.fixtures = fixtures
@@ -224,53 +250,88 @@ def create_app(store_path: str | Path, token: str, fixtures_dir: str | Path | No
 
     @app.exception_handler(StoreError)
     async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
-        status = 404 if isinstance(exc, RunNotFoundError) else 409 if isinstance(exc, RunConflictError) else 422
+        status = (
+            404 if isinstance(exc, RunNotFoundError) else 409 if isinstance(exc, RunConflictError) else 422
+        )
         return JSONResponse(_error_body(status, str(exc)), status_code=status)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def _busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
         # The store stayed locked past busy_timeout: a server-side condition; the client retries.
-        return JSONResponse(_error_body(503, f"results store is busy ({exc}); retry shortly"),
-                            status_code=503, headers={"Retry-After": "2"})
+        return JSONResponse(
+            _error_body(503, f"results store is busy ({exc}); retry shortly"),
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
 
     # Routes sit on the app itself (not included routers) so that the 405 handler sees them all.
     auth = [Depends(_declare_auth)]
 
     @app.get("/api/v1/health", response_model=Health, tags=["service"])
     def health() -> Health:
-        return Health(status="ok", api_version=API_VERSION, parbench=parbench.__version__,
-                      store_schema_version=store.schema_version(), fixtures=fixtures is not None,
-                      server_time_utc=_utc_now())
+        return Health(
+            status="ok",
+            api_version=API_VERSION,
+            parbench=parbench.__version__,
+            store_schema_version=store.schema_version(),
+            fixtures=fixtures is not None,
+            server_time_utc=_utc_now(),
+        )
 
     def _need_fixtures() -> FixtureView:
         if fixtures is None:
             raise FixtureServeError("this collector serves no fixture set (start it with --fixtures DIR)")
         return fixtures
 
-    @app.get("/api/v1/fixtures/manifest", dependencies=auth, tags=["fixtures"], responses={
-        200: {"content": {"application/json": {}}, "description": "manifest.json, byte for byte"},
-        **{k: v for k, v in _ERRORS.items() if k in (401, 404)}})
+    @app.get(
+        "/api/v1/fixtures/manifest",
+        dependencies=auth,
+        tags=["fixtures"],
+        responses={
+            200: {"content": {"application/json": {}}, "description": "manifest.json, byte for byte"},
+            **{k: v for k, v in _ERRORS.items() if k in (401, 404)},
+        },
+    )
     def manifest() -> Response:
         fx = _need_fixtures()
         fx.refresh()
-        return Response(fx.manifest_bytes, media_type="application/json",
-                        headers={"ETag": f'"{fx.manifest_sha256}"'})
+        return Response(
+            fx.manifest_bytes, media_type="application/json", headers={"ETag": f'"{fx.manifest_sha256}"'}
+        )
 
-    @app.get("/api/v1/fixtures/files/{path:path}", dependencies=auth, tags=["fixtures"],
-             response_class=FileResponse, responses={
-        200: {"content": {"application/octet-stream": {}, "application/zip": {}},
-              "description": "the file (or a zip of a folder artifact)"}, **_FILE_ERRORS})
+    @app.get(
+        "/api/v1/fixtures/files/{path:path}",
+        dependencies=auth,
+        tags=["fixtures"],
+        response_class=FileResponse,
+        responses={
+            200: {
+                "content": {"application/octet-stream": {}, "application/zip": {}},
+                "description": "the file (or a zip of a folder artifact)",
+            },
+            **_FILE_ERRORS,
+        },
+    )
     def fixture_file(path: str) -> FileResponse:
         served = _need_fixtures().resolve(path)
         headers = {"X-Parbench-Sha256": served.sha256}
         if served.archive:
             headers["X-Parbench-Archive"] = "zip"
-        return FileResponse(served.path, media_type=served.media_type, headers=headers,
-                            filename=served.path.name if served.archive else None)
+        return FileResponse(
+            served.path,
+            media_type=served.media_type,
+            headers=headers,
+            filename=served.path.name if served.archive else None,
+        )
 
-    @app.put("/api/v1/runs/{run_id}", dependencies=auth, response_model=RunSummary, status_code=201,
-             tags=["runs"], responses={
-                 200: {"model": RunSummary, "description": "already stored, same content"}, **_ERRORS})
+    @app.put(
+        "/api/v1/runs/{run_id}",
+        dependencies=auth,
+        response_model=RunSummary,
+        status_code=201,
+        tags=["runs"],
+        responses={200: {"model": RunSummary, "description": "already stored, same content"}, **_ERRORS},
+    )
     def put_run(run_id: RunId, body: RunIn, response: Response) -> dict[str, Any]:
         created = store.put_run({"run_id": run_id, **body.model_dump()})
         response.status_code = 201 if created else 200
@@ -278,8 +339,13 @@ def create_app(store_path: str | Path, token: str, fixtures_dir: str | Path | No
         assert run is not None
         return run
 
-    @app.post("/api/v1/runs/{run_id}/results", dependencies=auth, response_model=StoredCounts, tags=["runs"],
-              responses=_ERRORS)
+    @app.post(
+        "/api/v1/runs/{run_id}/results",
+        dependencies=auth,
+        response_model=StoredCounts,
+        tags=["runs"],
+        responses=_ERRORS,
+    )
     def post_results(run_id: RunId, body: ResultsIn) -> StoredCounts:
         if fixtures is not None:
             fixtures.refresh()
@@ -289,13 +355,21 @@ def create_app(store_path: str | Path, token: str, fixtures_dir: str | Path | No
                     loc = ["body", "results", i]
                     reason = f"results[{i}]: {problem}"
                     return JSONResponse(  # type: ignore[return-value]
-                        _error_body(422, reason, errors=[{"loc": loc, "msg": problem, "type": "unknown_fixture"}]),
-                        status_code=422)
+                        _error_body(
+                            422, reason, errors=[{"loc": loc, "msg": problem, "type": "unknown_fixture"}]
+                        ),
+                        status_code=422,
+                    )
         stored, duplicates = store.put_results(run_id, [r.model_dump() for r in body.results])
         return StoredCounts(stored=stored, duplicates=duplicates)
 
-    @app.post("/api/v1/runs/{run_id}/complete", dependencies=auth, response_model=RunSummary, tags=["runs"],
-              responses=_ERRORS)
+    @app.post(
+        "/api/v1/runs/{run_id}/complete",
+        dependencies=auth,
+        response_model=RunSummary,
+        tags=["runs"],
+        responses=_ERRORS,
+    )
     def complete(run_id: RunId, body: CompleteIn | None = None) -> dict[str, Any]:
         body = body or CompleteIn()
         return store.complete_run(run_id, body.status, body.message, body.expected_results)
@@ -305,8 +379,13 @@ def create_app(store_path: str | Path, token: str, fixtures_dir: str | Path | No
         total, runs = store.list_runs(source=query.source, limit=query.limit, offset=query.offset)
         return {"total": total, "runs": runs}
 
-    @app.get("/api/v1/runs/{run_id}", dependencies=auth, response_model=RunWithResults, tags=["runs"],
-             responses=_ERRORS)
+    @app.get(
+        "/api/v1/runs/{run_id}",
+        dependencies=auth,
+        response_model=RunWithResults,
+        tags=["runs"],
+        responses=_ERRORS,
+    )
     def get_run(run_id: RunId) -> dict[str, Any]:
         run = store.get_run(run_id)
         if run is None:
@@ -314,38 +393,3 @@ def create_app(store_path: str | Path, token: str, fixtures_dir: str | Path | No
         return {"run": run, "results": store.run_results(run_id)}
 
     return app
-
-
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--store", "store_path", default="results.sqlite", show_default=True,
-              type=click.Path(dir_okay=False), help="SQLite results store (created if missing)")
-@click.option("--token", envvar="PARBENCH_COLLECTOR_TOKEN",
-              help="bearer token devices must send (default: a random one, printed at start)")
-@click.option("--fixtures", "fixtures_dir", type=click.Path(file_okay=False, exists=True),
-              help="fixture set folder to serve (its manifest.json); results are then checked against it")
-@click.option("--max-body-mb", default=DEFAULT_MAX_BODY_MB, show_default=True, type=click.IntRange(1, 4096),
-              help="largest request body accepted")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve_command(host: str, port: int, store_path: str, token: str | None, fixtures_dir: str | None,
-                  max_body_mb: int, log_level: str) -> None:
-    """Run the collector that device runners talk to (API: docs/collector-api.md)."""
-    import uvicorn
-
-    from parbench.store import StoreVersionError
-
-    if token is None:
-        token = secrets.token_urlsafe(24)
-    try:
-        app = create_app(store_path, token, fixtures_dir, max_body_bytes=max_body_mb << 20)
-    except (StoreError, StoreVersionError, FixtureServeError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"parbench collector: http://{shown}:{port}{API_PREFIX}  (store {Path(store_path).resolve()}"
-               + (f", fixtures {Path(fixtures_dir).resolve()}" if fixtures_dir else ", no fixtures") + ")")
-    click.echo(f"token: {token}")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        click.echo("note: plain HTTP; the token and results cross the network unencrypted", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -4,17 +4,17 @@ folder artifacts (.mlpackage), made once and cached by content."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-FORMAT = "parbench-fixtures"
-FORMAT_VERSION = 1
+from parbench.errors import FixtureError
+from parbench.records import manifest as records_manifest
+from parbench.records.manifest import FixtureManifest
+
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -27,46 +27,30 @@ class FixtureServeError(Exception):
         self.code = code
 
 
-def load_manifest(root: Path) -> dict[str, Any]:
-    """The set's manifest, checked by parbench.fixtures when it imports, else here."""
+def load_manifest(root: Path) -> FixtureManifest:
+    """The set's manifest, checked against the fixture format (no torch needed)."""
     try:
-        from parbench.fixtures import FixtureError, FixtureSet
-    except ImportError:  # parbench.fixtures needs torch; the collector alone does not
-        FixtureSet = None  # noqa: N806
-    if FixtureSet is not None:
-        try:
-            return FixtureSet.open(root).manifest
-        except FixtureError as exc:
-            raise FixtureServeError(str(exc), 500, "fixtures") from exc
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise FixtureServeError(f"no fixture set at {root}: {path} is missing (build one with "
-                                "`parbench fixtures`)", 500, "fixtures")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FixtureServeError(f"{path} is not valid JSON ({exc})", 500, "fixtures") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise FixtureServeError(f"{path} is not a parbench fixture manifest (format != {FORMAT!r})",
-                                500, "fixtures")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise FixtureServeError(
-            f"{path} has format_version {manifest.get('format_version')!r}; this collector serves only "
-            f"version {FORMAT_VERSION}. Rebuild the set with this parbench.", 500, "fixtures")
-    for key in ("tensors", "models"):
-        if not isinstance(manifest.get(key), dict):
-            raise FixtureServeError(f"{path}: key {key!r} is missing or not an object", 500, "fixtures")
-    return manifest
+        return records_manifest.read(root)
+    except FixtureError as exc:
+        raise FixtureServeError(str(exc), 500, "fixtures") from exc
 
 
 def check_relative_path(path: str) -> None:
     """Refuse anything that is not a plain relative path of the set (400 bad_path)."""
     parts = path.split("/")
-    if (not path or path.startswith("/") or "\\" in path or "\x00" in path
-            or any(p in ("", ".", "..") for p in parts)):
+    if (
+        not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise FixtureServeError(
             f"path {path!r} is refused: give a relative path exactly as listed in the manifest "
-            "(no '..', '.', empty segments, backslashes or leading '/')", 400, "bad_path")
+            "(no '..', '.', empty segments, backslashes or leading '/')",
+            400,
+            "bad_path",
+        )
 
 
 @dataclass(frozen=True)
@@ -99,10 +83,10 @@ class FixtureView:
             return
         manifest = load_manifest(self.root)
         raw = path.read_bytes()
-        allowed: set[str] = set(manifest["tensors"])
-        for entry in manifest["models"].values():
-            for artifacts in (entry.get("artifacts") or {}).values():
-                allowed.update(a["path"] for a in artifacts if isinstance(a, dict) and "path" in a)
+        allowed: set[str] = set(manifest.tensors)
+        for entry in manifest.models.values():
+            for artifacts in entry.artifacts.values():
+                allowed.update(a.path for a in artifacts)
         self.manifest, self.manifest_bytes, self.allowed = manifest, raw, allowed
         self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
         self._stamp = stamp
@@ -114,21 +98,23 @@ class FixtureView:
     # -- validation of posted results ------------------------------------------------------
     def check_result(self, model: str, variant: str, size: int, case: str) -> str | None:
         """None when the manifest knows this model/variant/size/case, else the reason."""
-        models = self.manifest["models"]
+        models = self.manifest.models
         entry = models.get(model)
         if entry is None:
             return f"model {model!r} is not in the served fixture set (it has: {', '.join(sorted(models))})"
-        sizes = sorted({c.get("size") for c in entry.get("cases", [])})
+        sizes = sorted({c.size for c in entry.cases})
         if size not in sizes:
             return f"size {size} is not a fixture size of {model!r} (sizes: {sizes})"
-        artifacts = entry.get("artifacts") or {}
+        artifacts = entry.artifacts
         if variant not in artifacts:
-            return (f"variant {variant!r} has no artifact for {model!r} in the served fixture set "
-                    f"(variants: {', '.join(sorted(artifacts)) or 'none'})")
-        if not any(a.get("sizes") is None or size in a["sizes"] for a in artifacts[variant]):
+            return (
+                f"variant {variant!r} has no artifact for {model!r} in the served fixture set "
+                f"(variants: {', '.join(sorted(artifacts)) or 'none'})"
+            )
+        if not any(a.sizes is None or size in a.sizes for a in artifacts[variant]):
             return f"no {variant!r} artifact of {model!r} serves size {size}"
         if case != "all":
-            cases = {c.get("id"): c.get("size") for c in entry.get("cases", [])}
+            cases = {c.id: c.size for c in entry.cases}
             if case not in cases:
                 return f"case {case!r} is not a case of {model!r} (use 'all' or a case id from the manifest)"
             if cases[case] != size:
@@ -148,8 +134,9 @@ class FixtureView:
             zpath = self._zip_folder(path)
             return ServedFile(zpath, self._sha256(zpath), "application/zip", True)
         if not path.is_file():
-            raise FixtureServeError(f"{rel!r} is listed in the manifest but missing on disk "
-                                    "(rebuild the fixture set)")
+            raise FixtureServeError(
+                f"{rel!r} is listed in the manifest but missing on disk (rebuild the fixture set)"
+            )
         return ServedFile(path, self._sha256(path), "application/octet-stream", False)
 
     def _sha256(self, path: Path) -> str:
@@ -170,7 +157,9 @@ class FixtureView:
         stamp = hashlib.sha256()
         for p in files:
             st = p.stat()
-            stamp.update(f"{p.relative_to(folder.parent).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            stamp.update(
+                f"{p.relative_to(folder.parent).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+            )
         target = self.cache_dir / f"{folder.name}-{stamp.hexdigest()[:32]}.zip"
         if target.is_file():
             return target

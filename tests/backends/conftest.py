@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from forms_support import TinyNet, TinySeg, crop, load_photo, recalibrate_bn
+from support.forms_support import TinyNet, TinySeg, crop, load_photo, recalibrate_bn
 from torch import nn
 
 
@@ -35,7 +35,7 @@ def tiny_seg(photo: torch.Tensor) -> nn.Module:
 
 @pytest.fixture(scope="session")
 def mobilenet_v2(photo: torch.Tensor) -> nn.Module:
-    from parbench.compat import import_torchvision
+    from parbench.zoo.torchvision_shim import import_torchvision
 
     torch.manual_seed(0)
     model = import_torchvision().models.mobilenet_v2(weights=None)

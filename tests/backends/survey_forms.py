@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from parbench import zoo
-from parbench.backends.base import ExportError, ExportRequest, NeedsPerSize, flatten_outputs
+from parbench.backends.base import ExportError, ExportRequest, flatten_outputs
 from parbench.backends.coreml import CoreMLFp16Backend, CoreMLFp32Backend
 from parbench.backends.executorch import ExecuTorchFp32Backend, ExecuTorchInt8Backend, error_text
 from parbench.backends.onnx import OnnxBackend
 from parbench.backends.quantized import QuantizedInt8Backend
+from parbench.errors import NeedsPerSize
 
 FORMS = {
     "onnx": OnnxBackend,

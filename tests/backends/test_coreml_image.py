@@ -22,11 +22,12 @@ from torch import nn
 
 ct = pytest.importorskip("coremltools")
 
-import parbench.backends as backends  # noqa: E402
 from parbench import compare, zoo  # noqa: E402
 from parbench.backends import coreml_image as ci  # noqa: E402
 from parbench.backends.base import ExportError, ExportRequest  # noqa: E402
-from parbench.harness import Harness  # noqa: E402
+from parbench.backends.registry import Form, register, unregister  # noqa: E402
+from parbench.run.harness import Harness  # noqa: E402
+from parbench.run.parity import check  # noqa: E402
 
 try:
     import parbench.coreml_ref  # noqa: F401
@@ -80,7 +81,9 @@ class BGRBackend(ci.CoreMLImageBackend):
 
     def _image_type(self, req, name, dynamic):
         t = super()._image_type(req, name, dynamic)
-        return ct.ImageType(name=t.name, shape=t.shape, scale=t.scale, bias=t.bias, color_layout=ct.colorlayout.BGR)
+        return ct.ImageType(
+            name=t.name, shape=t.shape, scale=t.scale, bias=t.bias, color_layout=ct.colorlayout.BGR
+        )
 
 
 class FlippedBiasBackend(ci.CoreMLImageBackend):
@@ -90,8 +93,13 @@ class FlippedBiasBackend(ci.CoreMLImageBackend):
 
     def _image_type(self, req, name, dynamic):
         t = super()._image_type(req, name, dynamic)
-        return ct.ImageType(name=t.name, shape=t.shape, scale=t.scale, bias=[-b for b in t.bias],
-                            color_layout=ct.colorlayout.RGB)
+        return ct.ImageType(
+            name=t.name,
+            shape=t.shape,
+            scale=t.scale,
+            bias=[-b for b in t.bias],
+            color_layout=ct.colorlayout.RGB,
+        )
 
 
 class IdentityBackend(ci.CoreMLImageBackend):
@@ -103,35 +111,29 @@ class IdentityBackend(ci.CoreMLImageBackend):
         super().__init__(normalization="exact", classifier="identity")
 
 
-VARIANTS = {
-    "coreml_image": ci.__name__,
-    "coreml_image_exact": ci.__name__,
-    BGRBackend.name: __name__,
-    FlippedBiasBackend.name: __name__,
-    IdentityBackend.name: __name__,
+TEST_FORMS = {
+    cls.name: Form(__name__, cls.__name__) for cls in (BGRBackend, FlippedBiasBackend, IdentityBackend)
 }
 
 
 @pytest.fixture(scope="module")
 def h(tmp_path_factory):
-    """A harness with the two tiny models and the form registered (as the lead's registry line
-    will do); artifacts are cached in the module's temp dir, so each converts once."""
+    """A harness with the two tiny models and the deliberately broken test forms registered;
+    artifacts are cached in the module's temp dir, so each converts once."""
     torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        for variant, module in VARIANTS.items():
-            mp.setitem(backends.VARIANTS, variant, module)
-            mp.delitem(backends._cache, variant, raising=False)
-        harness = Harness(cache_dir=tmp_path_factory.mktemp("coreml_image_cache"))
-        harness.registry[CLS] = _image_spec(CLS, "classification", SmallClassifier)
-        # equal stds: Core ML's single scale folds this normalization exactly
-        harness.registry[SEG] = _image_spec(SEG, "segmentation", SmallSegmenter, mean=(0.5,) * 3, std=(0.5,) * 3)
-        yield harness
-        for variant in VARIANTS:
-            backends._cache.pop(variant, None)
+    for variant, form in TEST_FORMS.items():
+        register(variant, form)
+    harness = Harness(cache_dir=tmp_path_factory.mktemp("coreml_image_cache"))
+    harness.registry[CLS] = _image_spec(CLS, "classification", SmallClassifier)
+    # equal stds: Core ML's single scale folds this normalization exactly
+    harness.registry[SEG] = _image_spec(SEG, "segmentation", SmallSegmenter, mean=(0.5,) * 3, std=(0.5,) * 3)
+    yield harness
+    for variant in TEST_FORMS:
+        unregister(variant)
 
 
 def _parity(h: Harness, model: str, variant: str, size: int = SIZES[0]):
-    r = h.parity(model, variant, size)
+    r = check(h, model, variant, size).record
     if r.verdict == "skip":
         pytest.skip(r.message)
     assert r.verdict != "error", r.message
@@ -143,15 +145,17 @@ def _parity(h: Harness, model: str, variant: str, size: int = SIZES[0]):
 
 
 def test_fold_is_a_pure_per_channel_scale_error_of_least_squares_size() -> None:
-    mean, std = zoo.IMAGENET_MEAN, zoo.IMAGENET_STD
+    mean, std = zoo.spec.IMAGENET_MEAN, zoo.spec.IMAGENET_STD
     f = ci.fold(mean, std)
     p = np.arange(256, dtype=np.float64)[:, None]
     exact = (p / 255 - np.array(mean)) / np.array(std)
     folded = f["scale"] * p + np.array(f["bias"])
     # channel c gets its exact normalized value times (1 + scale_error[c]), no offset
     np.testing.assert_allclose(folded, exact * (1 + np.array(f["scale_error"])), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(f["scale_error"], [0.229 / f["shared_std"] - 1, 0.224 / f["shared_std"] - 1,
-                                                  0.225 / f["shared_std"] - 1])
+    np.testing.assert_allclose(
+        f["scale_error"],
+        [0.229 / f["shared_std"] - 1, 0.224 / f["shared_std"] - 1, 0.225 / f["shared_std"] - 1],
+    )
     assert 0.013 < f["max_scale_error"] < 0.0135  # red: 0.229 against a shared 0.2260
 
     def sq(s: float) -> float:
@@ -164,24 +168,31 @@ def test_fold_is_a_pure_per_channel_scale_error_of_least_squares_size() -> None:
     assert equal["bias"] == [-1.0, -1.0, -1.0]
 
 
-@pytest.mark.parametrize("mean,std", [(zoo.IMAGENET_MEAN, zoo.IMAGENET_STD), ((0.5,) * 3, (0.5,) * 3),
-                                      ((0.9, 0.1, 0.3), (0.01, 0.7, 3.0))])
+@pytest.mark.parametrize(
+    "mean,std",
+    [
+        (zoo.spec.IMAGENET_MEAN, zoo.spec.IMAGENET_STD),
+        ((0.5,) * 3, (0.5,) * 3),
+        ((0.9, 0.1, 0.3), (0.01, 0.7, 3.0)),
+    ],
+)
 def test_fixture_inputs_invert_to_their_exact_pixels(mean, std) -> None:
     from PIL import Image
 
-    from parbench import images
+    from parbench.zoo import inputs as images
 
     pixels = np.stack([np.arange(256, dtype=np.uint8)] * 3, axis=-1)[None]  # every level, every channel
     pixels = np.concatenate([pixels, pixels[:, ::-1]], axis=0)  # 2 x 256
     x = images.to_tensor_array(Image.fromarray(pixels, "RGB"), mean, std)
     np.testing.assert_array_equal(ci.to_pixels(x, mean, std), pixels)
     photo = images.variation(3, 40)
-    np.testing.assert_array_equal(np.asarray(ci.to_image(images.to_tensor_array(photo, mean, std), mean, std)),
-                                  np.asarray(photo))
+    np.testing.assert_array_equal(
+        np.asarray(ci.to_image(images.to_tensor_array(photo, mean, std), mean, std)), np.asarray(photo)
+    )
 
 
 def test_inputs_that_are_not_8bit_images_are_refused() -> None:
-    mean, std = zoo.IMAGENET_MEAN, zoo.IMAGENET_STD
+    mean, std = zoo.spec.IMAGENET_MEAN, zoo.spec.IMAGENET_STD
     noise = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with pytest.raises(ValueError, match="not an 8-bit RGB image normalized with mean"):
         ci.to_pixels(noise, mean, std)
@@ -202,13 +213,18 @@ def test_labels_are_deterministic_and_unique() -> None:
 # which models the form applies to
 
 
-@pytest.mark.parametrize("inputs,match", [
-    ((zoo.InputSpec("gray", (1, 1, "size", "size")),), "RGB-image models only: input 'gray'"),
-    ((zoo.InputSpec("tokens", (1, 16), "int64"),), "RGB-image models only: input 'tokens'"),
-    ((zoo.InputSpec("a", (1, 3, "size", "size")), zoo.InputSpec("b", (1, 3, "size", "size"))),
-     "feeds one RGB image; m takes 2 inputs"),
-    ((zoo.InputSpec("image", (2, 3, "size", "size")),), "take one image; .* has batch 2"),
-])
+@pytest.mark.parametrize(
+    "inputs,match",
+    [
+        ((zoo.InputSpec("gray", (1, 1, "size", "size")),), "RGB-image models only: input 'gray'"),
+        ((zoo.InputSpec("tokens", (1, 16), "int64"),), "RGB-image models only: input 'tokens'"),
+        (
+            (zoo.InputSpec("a", (1, 3, "size", "size")), zoo.InputSpec("b", (1, 3, "size", "size"))),
+            "feeds one RGB image; m takes 2 inputs",
+        ),
+        ((zoo.InputSpec("image", (2, 3, "size", "size")),), "take one image; .* has batch 2"),
+    ],
+)
 def test_non_image_models_are_refused_clearly(inputs, match) -> None:
     spec = zoo.ModelSpec("m", "generic", SmallClassifier, (32,), 32, inputs=inputs)
     backend = ci.CoreMLImageBackend()
@@ -251,7 +267,9 @@ def test_exact_mode_matches_the_tensor_input_form(h) -> None:
     img = _parity(h, CLS, "coreml_image_exact")
     tensor = _parity(h, CLS, "coreml_fp16")
     for metric in ("rel_l2", "max_abs", "cosine"):
-        assert img.metrics["output"][metric] == pytest.approx(tensor.metrics["output"][metric], rel=0.05, abs=1e-6)
+        assert img.metrics["output"][metric] == pytest.approx(
+            tensor.metrics["output"][metric], rel=0.05, abs=1e-6
+        )
 
 
 @needs_executor
@@ -270,8 +288,9 @@ def test_folded_mode_error_is_the_fold_error(h) -> None:
     f = ci.fold(spec.mean, spec.std)
     for case in h.cases(CLS, SIZES[0]):
         pixels = ci.to_pixels(case.inputs["image"], spec.mean, spec.std).astype(np.float32)
-        folded = torch.from_numpy(pixels.transpose(2, 0, 1)[None] * f["scale"]
-                                  + np.array(f["bias"], np.float32).reshape(1, 3, 1, 1))
+        folded = torch.from_numpy(
+            pixels.transpose(2, 0, 1)[None] * f["scale"] + np.array(f["bias"], np.float32).reshape(1, 3, 1, 1)
+        )
         with torch.no_grad():
             ref = module(folded).numpy()
         got = session.run(case.inputs)["output"]
@@ -344,11 +363,17 @@ def test_metadata_in_the_saved_package(h) -> None:
     ud = dict(md.userDefined)
     assert ud[ci.PREVIEW_TYPE] == "imageClassifier"
     assert ud["parbench.normalization"] == "folded"
-    assert json.loads(ud["parbench.image_bias"]) == pytest.approx(ci.fold(zoo.IMAGENET_MEAN, zoo.IMAGENET_STD)["bias"])
+    assert json.loads(ud["parbench.image_bias"]) == pytest.approx(
+        ci.fold(zoo.spec.IMAGENET_MEAN, zoo.spec.IMAGENET_STD)["bias"]
+    )
     (image,) = desc.input
     assert image.type.WhichOneof("Type") == "imageType"
-    assert ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.type.imageType.colorSpace) == "RGB"
-    assert [(s.width, s.height) for s in image.type.imageType.enumeratedSizes.sizes] == [(s, s) for s in SIZES]
+    assert (
+        ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.type.imageType.colorSpace) == "RGB"
+    )
+    assert [(s.width, s.height) for s in image.type.imageType.enumeratedSizes.sizes] == [
+        (s, s) for s in SIZES
+    ]
     assert "RGB image" in image.shortDescription
     assert desc.predictedFeatureName == "classLabel" and desc.predictedProbabilitiesName == "classLabel_probs"
     assert ci.package_labels(spec) == [f"class_{i}" for i in range(10)]

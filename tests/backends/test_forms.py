@@ -25,18 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from forms_support import compare, crop, make_request, recalibrate_bn
+from support.forms_support import compare, crop, make_request, recalibrate_bn
 from torch import nn
 
 from parbench.backends import coreml as coreml_mod
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    BackendUnavailable,
-    ExportError,
-    NeedsPerSize,
-    path_bytes,
-)
+from parbench.backends.base import Artifact, Availability, ExportError, path_bytes
 from parbench.backends.coreml import CoreMLFp16Backend, CoreMLFp32Backend
 from parbench.backends.executorch import (
     ExecuTorchFp32Backend,
@@ -46,6 +39,7 @@ from parbench.backends.executorch import (
 )
 from parbench.backends.onnx import OnnxBackend
 from parbench.backends.quantized import QuantizedInt8Backend, clamp_layout_bug
+from parbench.errors import BackendUnavailable, NeedsPerSize
 
 FORMS: dict[str, Callable[[], object]] = {
     "onnx": OnnxBackend,
@@ -286,7 +280,7 @@ def test_coreml_per_size_when_upsample_follows_input_size(tiny_seg, photo, tmp_p
 
 @pytest.mark.slow
 def test_coreml_deeplabv3_needs_per_size(photo, tmp_path) -> None:
-    from parbench.compat import import_torchvision
+    from parbench.zoo.torchvision_shim import import_torchvision
 
     seg = import_torchvision().models.segmentation
     torch.manual_seed(0)

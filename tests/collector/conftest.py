@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_helpers import LiveCollector, build_fixture_set
+from support.collector_helpers import LiveCollector, build_fixture_set
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from collector_helpers import AUTH, TOKEN, device_run, make_result
 from fastapi.testclient import TestClient
+from support.collector_helpers import AUTH, TOKEN, device_run, make_result
 
 from parbench.collector.app import create_app
 from parbench.collector.fixtures_view import FixtureServeError, check_relative_path
-from parbench.store import Store
+from parbench.history.store import Store
 
 RUN = "dev-run-0001"
 
@@ -30,8 +30,9 @@ def store_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(store_path: Path, fixture_set: Path, tmp_path: Path) -> Iterator[TestClient]:
-    app = create_app(store_path, TOKEN, fixtures_dir=fixture_set, max_body_bytes=256 * 1024,
-                     cache_dir=tmp_path / "zips")
+    app = create_app(
+        store_path, TOKEN, fixtures_dir=fixture_set, max_body_bytes=256 * 1024, cache_dir=tmp_path / "zips"
+    )
     with TestClient(app, raise_server_exceptions=True) as c:
         yield c
 
@@ -61,23 +62,33 @@ def test_health_and_openapi_need_no_token(client: TestClient) -> None:
     assert health["status"] == "ok" and health["api_version"] == 1 and health["fixtures"] is True
     schema = client.get("/openapi.json").json()
     paths = set(schema["paths"])
-    assert {"/api/v1/health", "/api/v1/fixtures/manifest", "/api/v1/fixtures/files/{path}",
-            "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/results", "/api/v1/runs/{run_id}/complete",
-            "/api/v1/runs"} <= paths
+    assert {
+        "/api/v1/health",
+        "/api/v1/fixtures/manifest",
+        "/api/v1/fixtures/files/{path}",
+        "/api/v1/runs/{run_id}",
+        "/api/v1/runs/{run_id}/results",
+        "/api/v1/runs/{run_id}/complete",
+        "/api/v1/runs",
+    } <= paths
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "security" not in schema["paths"]["/api/v1/health"]["get"]
     assert "security" in schema["paths"]["/api/v1/runs/{run_id}/results"]["post"]
 
 
-@pytest.mark.parametrize(("headers", "reason"), [
-    ({}, "missing 'Authorization: Bearer <token>'"),
-    ({"Authorization": f"Basic {TOKEN}"}, "must be 'Bearer <token>'"),
-    ({"Authorization": "Bearer"}, "must be 'Bearer <token>'"),
-    ({"Authorization": "Bearer not-the-token"}, "wrong token"),
-    ({"Authorization": f"Bearer {TOKEN}x"}, "wrong token"),
-])
-def test_missing_or_wrong_token_is_401_and_stores_nothing(client: TestClient, store_path: Path,
-                                                          headers: dict, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing 'Authorization: Bearer <token>'"),
+        ({"Authorization": f"Basic {TOKEN}"}, "must be 'Bearer <token>'"),
+        ({"Authorization": "Bearer"}, "must be 'Bearer <token>'"),
+        ({"Authorization": "Bearer not-the-token"}, "wrong token"),
+        ({"Authorization": f"Bearer {TOKEN}x"}, "wrong token"),
+    ],
+)
+def test_missing_or_wrong_token_is_401_and_stores_nothing(
+    client: TestClient, store_path: Path, headers: dict, reason: str
+) -> None:
     calls = [
         client.put(f"/api/v1/runs/{RUN}", json=device_run(RUN), headers=headers),
         client.post(f"/api/v1/runs/{RUN}/results", json={"results": [make_result(0)]}, headers=headers),
@@ -105,12 +116,18 @@ def test_run_lifecycle_and_idempotent_retries(client: TestClient, store_path: Pa
 
     batch = {"results": [make_result(i) for i in range(10)]}
     assert client.post(f"/api/v1/runs/{RUN}/results", json=batch, headers=AUTH).json() == {
-        "stored": 10, "duplicates": 0}
+        "stored": 10,
+        "duplicates": 0,
+    }
     assert client.post(f"/api/v1/runs/{RUN}/results", json=batch, headers=AUTH).json() == {
-        "stored": 0, "duplicates": 10}
+        "stored": 0,
+        "duplicates": 10,
+    }
     mixed = {"results": batch["results"][5:] + [make_result(10, size=128, case="tiny_net/128/1")]}
     assert client.post(f"/api/v1/runs/{RUN}/results", json=mixed, headers=AUTH).json() == {
-        "stored": 1, "duplicates": 5}
+        "stored": 1,
+        "duplicates": 5,
+    }
     conflicting = {"results": [dict(batch["results"][0], first_run_ms=1.0)]}
     r = client.post(f"/api/v1/runs/{RUN}/results", json=conflicting, headers=AUTH)
     assert r.status_code == 409 and "different values" in r.json()["reason"]
@@ -137,11 +154,16 @@ def test_list_runs_filters_and_pages(bare_client: TestClient) -> None:
         run_id = f"dev-run-{i:04d}"
         body = {**device_run(run_id), "created_utc": f"2026-11-2{i}T10:00:00Z"}
         assert bare_client.put(f"/api/v1/runs/{run_id}", json=body, headers=AUTH).status_code == 201
-    host = {"source": "host", "created_utc": "2026-11-10T00:00:00Z", "machine": {"cpu": "x86"},
-            "runtime": {"name": "host", "version": "3.11"}}
+    host = {
+        "source": "host",
+        "created_utc": "2026-11-10T00:00:00Z",
+        "machine": {"cpu": "x86"},
+        "runtime": {"name": "host", "version": "3.11"},
+    }
     assert bare_client.put("/api/v1/runs/host-run-0001", json=host, headers=AUTH).status_code == 201
-    page = bare_client.get("/api/v1/runs", params={"source": "device", "limit": 2, "offset": 1},
-                           headers=AUTH).json()
+    page = bare_client.get(
+        "/api/v1/runs", params={"source": "device", "limit": 2, "offset": 1}, headers=AUTH
+    ).json()
     assert page["total"] == 5 and [r["run_id"] for r in page["runs"]] == ["dev-run-0003", "dev-run-0002"]
     assert bare_client.get("/api/v1/runs", params={"source": "host"}, headers=AUTH).json()["total"] == 1
     assert bare_client.get("/api/v1/runs", params={"limit": 0}, headers=AUTH).status_code == 422
@@ -167,10 +189,16 @@ _BAD_RESULTS = [
     ({"threads": 0}, "results[1].threads: Input should be greater than or equal to 1"),
     ({"compute_units": "gpu"}, "results[1].compute_units: Input should be 'cpuOnly'"),
     ({"thermal_state_after": "hot"}, "results[1].thermal_state_after: Input should be 'nominal'"),
-    ({"metrics": {"output": {"cosine": "high"}}}, "results[1].metrics.output.cosine: Input should be a valid number"),
+    (
+        {"metrics": {"output": {"cosine": "high"}}},
+        "results[1].metrics.output.cosine: Input should be a valid number",
+    ),
     ({"model": "Tiny Net"}, "results[1].model: String should match pattern"),
     ({"shoe_size": 44}, "results[1].shoe_size: Extra inputs are not permitted"),
-    ({"model": "resnet_9000"}, "results[1]: model 'resnet_9000' is not in the served fixture set (it has: tiny_net)"),
+    (
+        {"model": "resnet_9000"},
+        "results[1]: model 'resnet_9000' is not in the served fixture set (it has: tiny_net)",
+    ),
     ({"variant": "onnx"}, "results[1]: variant 'onnx' has no artifact for 'tiny_net'"),
     ({"size": 256}, "results[1]: size 256 is not a fixture size of 'tiny_net' (sizes: [64, 128])"),
     ({"variant": "coreml_fp16", "size": 128}, "no 'coreml_fp16' artifact of 'tiny_net' serves size 128"),
@@ -180,8 +208,9 @@ _BAD_RESULTS = [
 
 
 @pytest.mark.parametrize(("over", "reason"), _BAD_RESULTS, ids=[str(o)[:40] for o, _ in _BAD_RESULTS])
-def test_bad_results_are_422_with_reason_and_store_nothing(client: TestClient, store_path: Path,
-                                                           over: dict, reason: str) -> None:
+def test_bad_results_are_422_with_reason_and_store_nothing(
+    client: TestClient, store_path: Path, over: dict, reason: str
+) -> None:
     _open_run(client)
     body = {"results": [make_result(0), make_result(1, **over)]}
     r = client.post(f"/api/v1/runs/{RUN}/results", json=body, headers=AUTH)
@@ -193,31 +222,46 @@ def test_bad_results_are_422_with_reason_and_store_nothing(client: TestClient, s
 def test_nan_and_infinity_are_refused(client: TestClient, store_path: Path) -> None:
     _open_run(client)
     bodies = [  # json.dumps writes NaN / Infinity, which Python's JSON reader accepts: pydantic must not
-        (json.dumps({"results": [make_result(0, metrics={"output": {"cosine": float("nan")}})]}),
-         "metrics.output.cosine: Input should be a finite number"),
-        (json.dumps({"results": [make_result(0, xctest={"clock": [1.0, float("inf")]})]}),
-         "xctest: clock[1] is inf: only finite numbers are allowed"),
-        (json.dumps({"results": [make_result(0, first_run_ms=12345.5)]}).replace("12345.5", "1e400"),
-         "first_run_ms: Input should be a finite number"),
+        (
+            json.dumps({"results": [make_result(0, metrics={"output": {"cosine": float("nan")}})]}),
+            "metrics.output.cosine: Input should be a finite number",
+        ),
+        (
+            json.dumps({"results": [make_result(0, xctest={"clock": [1.0, float("inf")]})]}),
+            "xctest: clock[1] is inf: only finite numbers are allowed",
+        ),
+        (
+            json.dumps({"results": [make_result(0, first_run_ms=12345.5)]}).replace("12345.5", "1e400"),
+            "first_run_ms: Input should be a finite number",
+        ),
     ]
     for body, reason in bodies:
-        r = client.post(f"/api/v1/runs/{RUN}/results", content=body,
-                        headers={**AUTH, "Content-Type": "application/json"})
+        r = client.post(
+            f"/api/v1/runs/{RUN}/results", content=body, headers={**AUTH, "Content-Type": "application/json"}
+        )
         assert r.status_code == 422 and reason in r.json()["reason"], r.text
     assert _stored(store_path) == (1, 0)
 
 
-@pytest.mark.parametrize(("body", "content_type", "reason"), [
-    (b'{"results": [', "application/json", "body is not valid JSON (Expecting value at character 13)"),
-    (b"results=1", "application/x-www-form-urlencoded", "must be JSON sent with 'Content-Type: application/json'"),
-    (json.dumps({"results": [make_result(0)]}).encode(), None, "must be JSON sent with"),
-    (b"[]", "application/json", "body: Input should be a valid dictionary"),
-    (b'{"results": []}', "application/json", "results: List should have at least 1 item"),
-    (b'{"results": {"model": "tiny_net"}}', "application/json", "results: Input should be a valid list"),
-    (b"\xff\xfe\x00", "application/json", "body is not valid JSON: it must be UTF-8 encoded JSON"),
-])
-def test_malformed_bodies_are_422(client: TestClient, store_path: Path, body: bytes,
-                                  content_type: str | None, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [
+        (b'{"results": [', "application/json", "body is not valid JSON (Expecting value at character 13)"),
+        (
+            b"results=1",
+            "application/x-www-form-urlencoded",
+            "must be JSON sent with 'Content-Type: application/json'",
+        ),
+        (json.dumps({"results": [make_result(0)]}).encode(), None, "must be JSON sent with"),
+        (b"[]", "application/json", "body: Input should be a valid dictionary"),
+        (b'{"results": []}', "application/json", "results: List should have at least 1 item"),
+        (b'{"results": {"model": "tiny_net"}}', "application/json", "results: Input should be a valid list"),
+        (b"\xff\xfe\x00", "application/json", "body is not valid JSON: it must be UTF-8 encoded JSON"),
+    ],
+)
+def test_malformed_bodies_are_422(
+    client: TestClient, store_path: Path, body: bytes, content_type: str | None, reason: str
+) -> None:
     _open_run(client)
     headers = dict(AUTH)
     if content_type:
@@ -235,14 +279,17 @@ def _nested(depth: int) -> dict:
     return d
 
 
-@pytest.mark.parametrize(("over", "reason"), [
-    ({"device": None}, "a device run needs 'device'"),
-    ({"created_utc": "last tuesday"}, "created_utc: must be an ISO 8601"),
-    ({"runtime": {"name": "Core ML", "version": "8"}}, "runtime.name: String should match pattern"),
-    ({"env": {"torch": 2.13}}, "env.torch: Input should be a valid string"),
-    ({"source": "cloud"}, "source: Input should be 'device' or 'host'"),
-    ({"machine": _nested(20)}, "nested deeper than 16 levels"),
-])
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"device": None}, "a device run needs 'device'"),
+        ({"created_utc": "last tuesday"}, "created_utc: must be an ISO 8601"),
+        ({"runtime": {"name": "Core ML", "version": "8"}}, "runtime.name: String should match pattern"),
+        ({"env": {"torch": 2.13}}, "env.torch: Input should be a valid string"),
+        ({"source": "cloud"}, "source: Input should be 'device' or 'host'"),
+        ({"machine": _nested(20)}, "nested deeper than 16 levels"),
+    ],
+)
 def test_bad_runs_are_422(client: TestClient, store_path: Path, over: dict, reason: str) -> None:
     r = client.put(f"/api/v1/runs/{RUN}", json={**device_run(RUN), **over}, headers=AUTH)
     assert r.status_code == 422, r.text
@@ -268,21 +315,23 @@ def test_oversized_bodies_are_413_and_store_nothing(client: TestClient, store_pa
     _open_run(client)
     big = {"results": [make_result(i, n_samples=2000) for i in range(20)]}  # ~600 kB > 256 kiB limit
     payload = json.dumps(big).encode()
-    r = client.post(f"/api/v1/runs/{RUN}/results", content=payload,
-                    headers={**AUTH, "Content-Type": "application/json"})
+    r = client.post(
+        f"/api/v1/runs/{RUN}/results", content=payload, headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
     assert f"body of {len(payload)} bytes is over the collector's limit of 262144 bytes" in r.json()["reason"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the streamed size is what is bounded
         for i in range(0, len(payload), 16384):
-            yield payload[i:i + 16384]
+            yield payload[i : i + 16384]
 
-    r = client.post(f"/api/v1/runs/{RUN}/results", content=chunks(),
-                    headers={**AUTH, "Content-Type": "application/json"})
+    r = client.post(
+        f"/api/v1/runs/{RUN}/results", content=chunks(), headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == 413 and "over the collector's limit of 262144 bytes" in r.json()["reason"]
     # The same results in batches under the limit go through.
     for i in range(0, 20, 5):
-        part = {"results": big["results"][i:i + 5]}
+        part = {"results": big["results"][i : i + 5]}
         assert client.post(f"/api/v1/runs/{RUN}/results", json=part, headers=AUTH).status_code == 200
     assert _stored(store_path) == (1, 20)
 
@@ -312,12 +361,14 @@ def test_manifest_and_tensor_files_are_served(client: TestClient, fixture_set: P
     assert part.status_code == 206 and part.content == (fixture_set / lite["path"]).read_bytes()[100:200]
 
 
-def test_mlpackage_folders_are_served_as_deterministic_zips(client: TestClient, fixture_set: Path,
-                                                            tmp_path: Path) -> None:
-    from parbench.backends.base import sha256_path
+def test_mlpackage_folders_are_served_as_deterministic_zips(
+    client: TestClient, fixture_set: Path, tmp_path: Path
+) -> None:
+    from parbench._util.hashing import sha256_path
 
     entry = json.loads((fixture_set / "manifest.json").read_text())["models"]["tiny_net"]["artifacts"][
-        "coreml_fp16"][0]
+        "coreml_fp16"
+    ][0]
     first = client.get(f"/api/v1/fixtures/files/{entry['path']}", headers=AUTH)
     assert first.status_code == 200 and first.headers["content-type"] == "application/zip"
     assert first.headers["x-parbench-archive"] == "zip"
@@ -334,8 +385,22 @@ def test_mlpackage_folders_are_served_as_deterministic_zips(client: TestClient, 
     assert len(list((tmp_path / "zips2").glob("*.zip"))) == 1
 
 
-@pytest.mark.parametrize("path", ["../secret.txt", "tensors/../../secret.txt", "./manifest.json", "/etc/passwd",
-                                  "a//b", "a\\..\\b", "", "a/\x00/b", "tensors/.", "..", "x/.."])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../secret.txt",
+        "tensors/../../secret.txt",
+        "./manifest.json",
+        "/etc/passwd",
+        "a//b",
+        "a\\..\\b",
+        "",
+        "a/\x00/b",
+        "tensors/.",
+        "..",
+        "x/..",
+    ],
+)
 def test_relative_path_check(path: str) -> None:
     # HTTP clients remove literal dot segments before sending; tests against a live server
     # send them raw (test_collector_live.py).  The check itself is tested here on its own.
@@ -345,20 +410,24 @@ def test_relative_path_check(path: str) -> None:
     check_relative_path("tensors/tiny_net/64-0.input.image.bin")  # a listed-style path passes
 
 
-@pytest.mark.parametrize(("path", "status", "reason"), [
-    ("%2e%2e/secret.txt", 400, "no '..'"),
-    ("tensors/%2E%2E/%2e%2e/secret.txt", 400, "no '..'"),
-    ("tensors/tiny_net/%2e%2e/%2e%2e/%2e%2e/secret.txt", 400, "no '..'"),
-    ("/etc/passwd", 400, "leading '/'"),
-    ("tensors//tiny_net/64-0.input.image.bin", 400, "empty segments"),
-    ("tensors\\..\\..\\secret.txt", 400, "backslashes"),
-    ("tensors/%2e/tiny_net/64-0.input.image.bin", 400, "'.'"),
-    ("manifest.json", 404, "not a tensor or artifact listed"),
-    ("artifacts/tiny_net/coreml_fp16-64.mlpackage/Manifest.json", 404, "not a tensor or artifact listed"),
-    ("tensors/tiny_net/64-9.input.image.bin", 404, "not a tensor or artifact listed"),
-])
-def test_path_traversal_and_unlisted_files_are_refused(client: TestClient, path: str, status: int,
-                                                       reason: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "status", "reason"),
+    [
+        ("%2e%2e/secret.txt", 400, "no '..'"),
+        ("tensors/%2E%2E/%2e%2e/secret.txt", 400, "no '..'"),
+        ("tensors/tiny_net/%2e%2e/%2e%2e/%2e%2e/secret.txt", 400, "no '..'"),
+        ("/etc/passwd", 400, "leading '/'"),
+        ("tensors//tiny_net/64-0.input.image.bin", 400, "empty segments"),
+        ("tensors\\..\\..\\secret.txt", 400, "backslashes"),
+        ("tensors/%2e/tiny_net/64-0.input.image.bin", 400, "'.'"),
+        ("manifest.json", 404, "not a tensor or artifact listed"),
+        ("artifacts/tiny_net/coreml_fp16-64.mlpackage/Manifest.json", 404, "not a tensor or artifact listed"),
+        ("tensors/tiny_net/64-9.input.image.bin", 404, "not a tensor or artifact listed"),
+    ],
+)
+def test_path_traversal_and_unlisted_files_are_refused(
+    client: TestClient, path: str, status: int, reason: str
+) -> None:
     r = client.get(f"/api/v1/fixtures/files/{path}", headers=AUTH)
     assert r.status_code == status, (path, r.status_code, r.text)
     assert reason in r.json()["reason"]
@@ -402,8 +471,9 @@ def test_manifest_changes_are_picked_up(fixture_set: Path, tmp_path: Path, store
         body = {"results": [make_result(0, variant="onnx")]}
         assert c.post(f"/api/v1/runs/{RUN}/results", json=body, headers=AUTH).status_code == 422
         manifest = json.loads((copy / "manifest.json").read_text())
-        manifest["models"]["tiny_net"]["artifacts"]["onnx"] = [dict(
-            manifest["models"]["tiny_net"]["artifacts"]["lite"][0], format="onnx")]
+        manifest["models"]["tiny_net"]["artifacts"]["onnx"] = [
+            dict(manifest["models"]["tiny_net"]["artifacts"]["lite"][0], format="onnx")
+        ]
         (copy / "manifest.json").write_text(json.dumps(manifest, indent=2))
         assert c.post(f"/api/v1/runs/{RUN}/results", json=body, headers=AUTH).json()["stored"] == 1
 

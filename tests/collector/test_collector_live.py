@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from collector_helpers import LiveCollector, device_request, device_run, make_result
+from support.collector_helpers import LiveCollector, device_request, device_run, make_result
 
-from parbench.store import Store
+from parbench.history.store import Store
 
 N_DEVICES = 8
 RESULTS_PER_DEVICE = 100
@@ -48,8 +48,9 @@ def _device(url: str, auth: dict, run_id: str, model: str) -> dict:
         assert r.status_code in (200, 201), r.text
         results = [make_result(i, variant=variants[i % 2]) for i in range(RESULTS_PER_DEVICE)]
         for b in range(0, RESULTS_PER_DEVICE, BATCH):
-            r = device_request(c, "POST", f"/api/v1/runs/{run_id}/results",
-                               json={"results": results[b:b + BATCH]})
+            r = device_request(
+                c, "POST", f"/api/v1/runs/{run_id}/results", json={"results": results[b : b + BATCH]}
+            )
             assert r.status_code == 200, r.text
             stored += r.json()["stored"]
             dups += r.json()["duplicates"]
@@ -62,14 +63,19 @@ def test_eight_devices_post_concurrently_nothing_lost_nothing_doubled(server: Li
     jobs = [(f"conc-dev-{d:04d}", f"iPhone1{d % 3 + 4},{d % 2 + 1}") for d in range(N_DEVICES)]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2 * N_DEVICES) as pool:
-        futures = [pool.submit(_device, server.url, server.auth, run_id, model)
-                   for run_id, model in jobs for _twin in range(2)]
+        futures = [
+            pool.submit(_device, server.url, server.auth, run_id, model)
+            for run_id, model in jobs
+            for _twin in range(2)
+        ]
         outcomes = [f.result(timeout=120) for f in futures]
     elapsed = time.perf_counter() - t0
     total = N_DEVICES * RESULTS_PER_DEVICE
-    print(f"\n{N_DEVICES} devices x {RESULTS_PER_DEVICE} results (+ racing twins, "
-          f"{2 * N_DEVICES * RESULTS_PER_DEVICE // BATCH} posts): {elapsed:.2f} s, "
-          f"{2 * total / elapsed:.0f} results/s offered")
+    print(
+        f"\n{N_DEVICES} devices x {RESULTS_PER_DEVICE} results (+ racing twins, "
+        f"{2 * N_DEVICES * RESULTS_PER_DEVICE // BATCH} posts): {elapsed:.2f} s, "
+        f"{2 * total / elapsed:.0f} results/s offered"
+    )
     assert sum(o["stored"] for o in outcomes) == total
     assert sum(o["duplicates"] for o in outcomes) == total
     with httpx.Client(base_url=server.url, headers=server.auth, timeout=30) as c:
@@ -83,30 +89,37 @@ def test_eight_devices_post_concurrently_nothing_lost_nothing_doubled(server: Li
             assert sample["samples_ns"] == make_result(sample["run_index"])["samples_ns"]
     with sqlite3.connect(server.store) as conn:
         n = conn.execute("SELECT COUNT(*) FROM results WHERE run_id LIKE 'conc-dev-%'").fetchone()[0]
-        distinct = conn.execute("SELECT COUNT(*) FROM (SELECT DISTINCT run_id, variant, run_index FROM results "
-                                "WHERE run_id LIKE 'conc-dev-%')").fetchone()[0]
+        distinct = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT run_id, variant, run_index FROM results "
+            "WHERE run_id LIKE 'conc-dev-%')"
+        ).fetchone()[0]
     assert n == distinct == total
 
 
 def _raw_get(port: int, target: str, token: str) -> tuple[int, bytes]:
     """Send a request line exactly as given (clients normalise '..' away; attackers do not)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-                  "Connection: close\r\n\r\n".encode())
+        s.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := s.recv(65536):
             data += chunk
     return int(data.split(b" ", 2)[1]), data
 
 
-@pytest.mark.parametrize("target", [
-    "/api/v1/fixtures/files/../../secret.txt",
-    "/api/v1/fixtures/files/tensors/../../secret.txt",
-    "/api/v1/fixtures/files/%2e%2e/secret.txt",
-    "/api/v1/fixtures/files/tensors/tiny_net/..%2f..%2f..%2fsecret.txt",
-    "/api/v1/fixtures/files//etc/passwd",
-    "/api/v1/fixtures/files/./manifest.json",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/v1/fixtures/files/../../secret.txt",
+        "/api/v1/fixtures/files/tensors/../../secret.txt",
+        "/api/v1/fixtures/files/%2e%2e/secret.txt",
+        "/api/v1/fixtures/files/tensors/tiny_net/..%2f..%2f..%2fsecret.txt",
+        "/api/v1/fixtures/files//etc/passwd",
+        "/api/v1/fixtures/files/./manifest.json",
+    ],
+)
 def test_raw_path_traversal_is_refused(server: LiveCollector, target: str) -> None:
     status, data = _raw_get(server.port, target, server.token)
     assert status in (400, 404), data
@@ -124,16 +137,20 @@ def test_oversized_bodies_over_http(server: LiveCollector) -> None:
         assert c.put("/api/v1/runs/big-run-0001", json=device_run("big-run-0001")).status_code == 201
         payload = ('{"results": [' + ",".join(['{"model": "tiny_net"}'] * 60_000) + "]}").encode()
         assert len(payload) > 1 << 20
-        r = c.post("/api/v1/runs/big-run-0001/results", content=payload,
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/api/v1/runs/big-run-0001/results", content=payload, headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 413 and "over the collector's limit of 1048576 bytes" in r.json()["reason"]
 
         def chunks():
             for i in range(0, len(payload), 65536):
-                yield payload[i:i + 65536]
+                yield payload[i : i + 65536]
 
-        r = c.post("/api/v1/runs/big-run-0001/results", content=chunks(),  # chunked: no Content-Length
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/api/v1/runs/big-run-0001/results",
+            content=chunks(),  # chunked: no Content-Length
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 413 and "over the collector's limit of 1048576 bytes" in r.json()["reason"]
         assert c.get("/api/v1/runs/big-run-0001").json()["results"] == []
         assert c.get("/api/v1/health").status_code == 200
@@ -155,11 +172,17 @@ def test_collector_killed_mid_run_then_restarted(tmp_path: Path, live_collector:
                 device_request(c, "PUT", f"/api/v1/runs/{run_id}", json=device_run(run_id))
                 for b in range(n_batches):
                     progress["batch"] = b
-                    r = device_request(c, "POST", f"/api/v1/runs/{run_id}/results",
-                                       json={"results": results[b * batch:(b + 1) * batch]}, tries=200)
+                    r = device_request(
+                        c,
+                        "POST",
+                        f"/api/v1/runs/{run_id}/results",
+                        json={"results": results[b * batch : (b + 1) * batch]},
+                        tries=200,
+                    )
                     assert r.status_code == 200, r.text
-                r = device_request(c, "POST", f"/api/v1/runs/{run_id}/complete",
-                                   json={"expected_results": batch * n_batches})
+                r = device_request(
+                    c, "POST", f"/api/v1/runs/{run_id}/complete", json={"expected_results": batch * n_batches}
+                )
                 outcome["complete"] = r.json()
         except BaseException as exc:  # reported by the main thread
             outcome["error"] = exc

@@ -1,4 +1,4 @@
-"""parbench.store: idempotent writes, all-or-nothing batches, concurrency, versions, ingestion."""
+"""parbench.history.store: idempotent writes, all-or-nothing batches, concurrency, versions, ingestion."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from collector_helpers import device_run, make_result
+from support.collector_helpers import device_run, make_result
 
-from parbench.store import (
+from parbench.history.store import (
     SCHEMA_VERSION,
     RunConflictError,
     RunNotFoundError,
@@ -50,17 +50,20 @@ def test_put_run_is_idempotent_and_refuses_changed_metadata(tmp_path: Path) -> N
     assert store.get_run("dev-run-0001")["commit"] == "3f2a9c1"
 
 
-@pytest.mark.parametrize(("over", "message"), [
-    ({"run_id": "short"}, "8-128 characters"),
-    ({"run_id": "bad/slash-id"}, "8-128 characters"),
-    ({"source": "cloud"}, "source must be one of"),
-    ({"created_utc": "yesterday"}, "not ISO 8601"),
-    ({"device": None}, "a device run needs device"),
-    ({"device": {"model": "iPhone15,2"}}, "device.os"),
-    ({"runtime": {"version": "1"}}, "runtime.name"),
-    ({"machine": {"t": float("nan")}}, "NaN or Infinity"),
-    ({"colour": "red"}, "unknown fields"),
-])
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"run_id": "short"}, "8-128 characters"),
+        ({"run_id": "bad/slash-id"}, "8-128 characters"),
+        ({"source": "cloud"}, "source must be one of"),
+        ({"created_utc": "yesterday"}, "not ISO 8601"),
+        ({"device": None}, "a device run needs device"),
+        ({"device": {"model": "iPhone15,2"}}, "device.os"),
+        ({"runtime": {"version": "1"}}, "runtime.name"),
+        ({"machine": {"t": float("nan")}}, "NaN or Infinity"),
+        ({"colour": "red"}, "unknown fields"),
+    ],
+)
 def test_put_run_rejects_bad_metadata(tmp_path: Path, over: dict, message: str) -> None:
     store = Store(tmp_path / "h.sqlite")
     with pytest.raises(StoreError, match=message):
@@ -100,18 +103,21 @@ def test_put_results_is_all_or_nothing(tmp_path: Path) -> None:
     assert _count(tmp_path / "h.sqlite") == 1
 
 
-@pytest.mark.parametrize(("over", "message"), [
-    ({"size": 8}, "size must be an int in 16..8192"),
-    ({"size": 256.0}, "size must be an int"),
-    ({"model": "Tiny-Net"}, r"model must match \[a-z0-9_\]\+"),
-    ({"load_ms": -1.0}, r"load_ms must be a number of milliseconds in \[0, 1e7\)"),
-    ({"first_run_ms": float("inf")}, "first_run_ms must be a number"),
-    ({"samples_ns": [10, 0]}, r"every sample must be an int of nanoseconds in \(0, 1e13\)"),
-    ({"samples_ns": [10, True]}, "every sample must be an int"),
-    ({"compute_units": "gpu"}, "compute_units must be one of"),
-    ({"metrics": {"output": {"snr_db": float("nan")}}}, "NaN or Infinity"),
-    ({"speed": 3}, "unknown fields"),
-])
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"size": 8}, "size must be an int in 16..8192"),
+        ({"size": 256.0}, "size must be an int"),
+        ({"model": "Tiny-Net"}, r"model must match \[a-z0-9_\]\+"),
+        ({"load_ms": -1.0}, r"load_ms must be a number of milliseconds in \[0, 1e7\)"),
+        ({"first_run_ms": float("inf")}, "first_run_ms must be a number"),
+        ({"samples_ns": [10, 0]}, r"every sample must be an int of nanoseconds in \(0, 1e13\)"),
+        ({"samples_ns": [10, True]}, "every sample must be an int"),
+        ({"compute_units": "gpu"}, "compute_units must be one of"),
+        ({"metrics": {"output": {"snr_db": float("nan")}}}, "NaN or Infinity"),
+        ({"speed": 3}, "unknown fields"),
+    ],
+)
 def test_put_results_rejects_bad_results(tmp_path: Path, over: dict, message: str) -> None:
     store = Store(tmp_path / "h.sqlite")
     store.put_run(_run("dev-run-0001"))
@@ -151,11 +157,19 @@ def test_complete_run(tmp_path: Path) -> None:
 def test_results_dataframe_joins_run_metadata(tmp_path: Path) -> None:
     store = Store(tmp_path / "h.sqlite")
     store.put_run(_run("dev-run-0001"))
-    store.put_run(_run("dev-run-0002", device={"model": "iPhone16,1", "os": "iOS 18.2"},
-                       runtime={"name": "coreml", "version": "8.0"}, created_utc="2026-11-24T09:30:00Z"))
+    store.put_run(
+        _run(
+            "dev-run-0002",
+            device={"model": "iPhone16,1", "os": "iOS 18.2"},
+            runtime={"name": "coreml", "version": "8.0"},
+            created_utc="2026-11-24T09:30:00Z",
+        )
+    )
     store.put_results("dev-run-0001", [make_result(i) for i in range(4)])
-    store.put_results("dev-run-0002", [make_result(i, variant="coreml_fp16", compute_units="all",
-                                                   compile_ms=250.0) for i in range(2)])
+    store.put_results(
+        "dev-run-0002",
+        [make_result(i, variant="coreml_fp16", compute_units="all", compile_ms=250.0) for i in range(2)],
+    )
     df = store.results()
     assert len(df) == 6
     assert list(df["run_id"]) == ["dev-run-0001"] * 4 + ["dev-run-0002"] * 2  # oldest run first
@@ -165,7 +179,11 @@ def test_results_dataframe_joins_run_metadata(tmp_path: Path) -> None:
     assert r["median_ms"] == pytest.approx(statistics.median(sent["samples_ns"]) / 1e6)
     assert r["min_ms"] == pytest.approx(min(sent["samples_ns"]) / 1e6)
     assert (r["device_model"], r["device_os"], r["runtime_name"], r["source"]) == (
-        "iPhone15,2", "iOS 18.1", "libtorch-lite", "device")
+        "iPhone15,2",
+        "iOS 18.1",
+        "libtorch-lite",
+        "device",
+    )
     assert r["metrics"] == {"output": {"max_abs": 1.5e-6, "cosine": 0.9999999}}
     coreml = store.results(variant="coreml_fp16")
     assert len(coreml) == 2 and set(coreml["device_model"]) == {"iPhone16,1"}
@@ -182,7 +200,9 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     Store(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StoreVersionError, match=r"schema version 99.*knows versions up to 1.*upgrade parbench"):
+    with pytest.raises(
+        StoreVersionError, match=r"schema version 99.*knows versions up to 1.*upgrade parbench"
+    ):
         Store(path)
 
 
@@ -203,8 +223,8 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent("""
     import json, sys
     sys.path.insert(0, {tests!r})
-    from collector_helpers import device_run, make_result
-    from parbench.store import Store
+    from support.collector_helpers import device_run, make_result
+    from parbench.history.store import Store
 
     worker, path = int(sys.argv[1]), sys.argv[2]
     store = Store(path)  # several processes may create the schema at the same moment
@@ -226,8 +246,15 @@ def test_concurrent_writer_processes(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     script = tmp_path / "writer.py"
     script.write_text(_WRITER.format(tests=str(Path(__file__).parent)))
-    procs = [subprocess.Popen([sys.executable, str(script), str(w), str(path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for w in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(w), str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(4)
+    ]
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -240,8 +267,13 @@ def test_concurrent_writer_processes(tmp_path: Path) -> None:
     assert counts == {**{f"proc-run-{w:04d}": 100 for w in range(4)}, "proc-shared-run": 25}
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("SELECT COUNT(*) FROM (SELECT run_id, run_index FROM results "
-                            "GROUP BY run_id, run_index HAVING COUNT(*) > 1)").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT COUNT(*) FROM (SELECT run_id, run_index FROM results "
+                "GROUP BY run_id, run_index HAVING COUNT(*) > 1)"
+            ).fetchone()[0]
+            == 0
+        )
 
 
 _BENCH_TEST = textwrap.dedent("""
@@ -274,9 +306,25 @@ def benchmark_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A clean pytest: no xdist worker variables (pytest-benchmark turns itself off under xdist).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONBREAKPOINT"))}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "--benchmark-json", str(out), "test_tiny_bench.py"],
-        cwd=work, capture_output=True, text=True, timeout=120, env=env)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--benchmark-json",
+            str(out),
+            "test_tiny_bench.py",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0 and out.is_file(), proc.stdout + proc.stderr
     return out
 
@@ -294,7 +342,12 @@ def test_ingest_benchmark_json_round_trip(tmp_path: Path, benchmark_json: Path) 
         extra = bench["extra_info"]
         row = by_size.loc[extra["size"]]
         assert row["samples_ns"] == extra["samples_ns"] and row["n_samples"] == 7
-        assert (row["model"], row["variant"], row["executor"], row["threads"]) == ("tiny_net", "lite", "python", 1)
+        assert (row["model"], row["variant"], row["executor"], row["threads"]) == (
+            "tiny_net",
+            "lite",
+            "python",
+            1,
+        )
         assert (row["load_ms"], row["first_run_ms"], row["peak_memory_mb"]) == (1.25, 0.5, 123.5)
         assert row["median_ms"] == pytest.approx(statistics.median(extra["samples_ns"]) / 1e6)
         assert row["extra"]["artifact_bytes"] == 4096
@@ -338,8 +391,8 @@ def test_ingest_refuses_files_it_cannot_read(tmp_path: Path, benchmark_json: Pat
 _BIG_WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from collector_helpers import make_result
-    from parbench.store import Store
+    from support.collector_helpers import make_result
+    from parbench.history.store import Store
 
     store = Store(sys.argv[1])
     batch = [make_result(i, n_samples=200) for i in range(8000)]

@@ -11,9 +11,9 @@ from torch import nn
 ct = pytest.importorskip("coremltools")
 import coremltools.optimize.coreml as cto  # noqa: E402
 from PIL import Image  # noqa: E402
+from support.mil import cosine, rel_l2  # noqa: E402
 
 from parbench.coreml_ref import CoreMLRefError, InputShapeError, MLModel  # noqa: E402
-from parbench.coreml_ref.testing import cosine, rel_l2  # noqa: E402
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = 0.226  # Core ML's ImageType has one scale for all channels

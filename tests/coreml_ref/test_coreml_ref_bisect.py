@@ -13,9 +13,11 @@ from torch import nn
 
 pytest.importorskip("coremltools")
 
-from parbench.coreml_ref.bisect import bisect, bisect_command, match_modules, normalize_name  # noqa: E402
+from support.coreml_models import convert  # noqa: E402
+
+from parbench.cli.bisect import bisect_command
 from parbench.coreml_ref.model import MLModel  # noqa: E402
-from parbench.coreml_ref.testmodels import convert  # noqa: E402
+from parbench.diagnose.bisect import bisect, match_modules, normalize_name
 
 
 class Chain(nn.Module):

@@ -15,9 +15,10 @@ from torch import nn
 
 pytest.importorskip("coremltools")
 
+from support.coreml_models import AnimeGANGenerator, TinyViT, convert, torchvision_model  # noqa: E402
+from support.mil import cosine, rel_l2  # noqa: E402
+
 from parbench.coreml_ref import MLModel  # noqa: E402
-from parbench.coreml_ref.testing import cosine, rel_l2  # noqa: E402
-from parbench.coreml_ref.testmodels import AnimeGANGenerator, TinyViT, convert, torchvision_model  # noqa: E402
 
 
 class ConvNet(nn.Module):

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil.mil import Builder as mb  # noqa: E402
+from support.mil import mil_value, run_mil  # noqa: E402
 
 from parbench.coreml_ref import UnsupportedOpError, supported_ops  # noqa: E402
 from parbench.coreml_ref.ops.image import grid_points  # noqa: E402
-from parbench.coreml_ref.testing import mil_value, run_mil  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -445,8 +445,12 @@ def test_shape_ops():
     assert il.tolist() == [[1, 2], [7, 8], [3, 4], [9, 10], [5, 6], [11, 12]]
     # scalars (e.g. dimensions gathered from `shape`, as SSDLite's flexible program does) concat
     # to a vector, one element each, per concat's type inference
-    (vec,) = run_mil(lambda x: mb.concat(values=[mb.gather(x=mb.shape(x=x), indices=2),
-                                                 mb.gather(x=mb.shape(x=x), indices=0)], axis=0), x=x)
+    (vec,) = run_mil(
+        lambda x: mb.concat(
+            values=[mb.gather(x=mb.shape(x=x), indices=2), mb.gather(x=mb.shape(x=x), indices=0)], axis=0
+        ),
+        x=x,
+    )
     assert vec.tolist() == [4, 2]
     check_vs_coremltools(lambda x: mb.stack(values=[x, x], axis=2), x=x)
     check_vs_coremltools(lambda x: mb.split(x=x, num_splits=2, axis=2), x=x)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from device_helpers import LiveCollector, write_tiny_set
+from support.device_helpers import LiveCollector, write_tiny_set
 
-from parbench import device
+from parbench.device.build import BuildResult, build_core, missing_build_tools
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +27,15 @@ def tiny_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def core_build() -> device.BuildResult:
+def core_build() -> BuildResult:
     """The core, built once per session in device_runner/core/build (reused when up to date)."""
-    missing = device.missing_build_tools()
+    missing = missing_build_tools()
     if missing:
         reason = "cannot build the device runner core: missing " + "; ".join(missing)
         if os.environ.get("PARBENCH_REQUIRE_DEVICE_BUILD"):
             pytest.fail(reason + " (PARBENCH_REQUIRE_DEVICE_BUILD is set)")
         pytest.skip(reason)
-    return device.build_core()
+    return build_core()
 
 
 @pytest.fixture()

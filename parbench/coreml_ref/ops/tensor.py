@@ -125,6 +125,7 @@ def _concat(c: OpCtx) -> Run:
     vals, axis = c.gets("values"), c.int("axis")
     interleave = bool(c.bool("interleave", False))
     if not interleave:
+
         def cat(env: list) -> torch.Tensor:
             ts = [g(env) for g in vals]
             if ts[0].dim() == 0:  # MIL concat of scalars is a vector, one element each

@@ -1,0 +1,204 @@
+"""Helpers the converter-based forms share (ONNX, quantized, ExecuTorch, Core ML): input and output
+names, the dynamic-size description for ``torch.export``, the size probe and the per-size fallback,
+and error summaries.  Each form stays one module; what they have in common lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from parbench._util.console import error_text, quiet
+from parbench.backends.base import ExportRequest
+from parbench.errors import BackendUnavailable, ExportError, NeedsPerSize
+from parbench.zoo.outputs import flatten_outputs
+
+T = TypeVar("T")
+
+
+def artifact_path(out: Path, suffix: str) -> Path:
+    """``out`` plus the form's suffix (``with_suffix`` would eat dots inside the cache name)."""
+    out = Path(out)
+    return out.parent / f"{out.name}{suffix}"
+
+
+def input_names(req: ExportRequest) -> list[str]:
+    """Input names from the spec, in argument order; ``input_<i>`` if the spec has none."""
+    names = list(getattr(req.spec, "input_names", None) or [])
+    n = len(req.example_inputs)
+    if not names:
+        return ["input"] if n == 1 else [f"input_{i}" for i in range(n)]
+    if len(names) != n:
+        raise ExportError(
+            f"the model spec names {len(names)} inputs {names} but the example has {n} tensors; "
+            "make spec.input_names match the model's forward arguments"
+        )
+    return names
+
+
+def output_names(req: ExportRequest, module: torch.nn.Module | None = None) -> list[str]:
+    """``req.output_names``, or the eager model's flattened output names when not given."""
+    if req.output_names:
+        return list(req.output_names)
+    with torch.no_grad():
+        return list(flatten_outputs((module or req.module)(*req.example_inputs)))
+
+
+def sized_dims(req: ExportRequest) -> list[tuple[int, ...]]:
+    """Per input, the dims that follow the input size: H and W of 4-D floating inputs."""
+    dims: list[tuple[int, ...]] = []
+    for x in req.example_inputs:
+        if x.dim() == 4 and x.is_floating_point():
+            dims.append(tuple(d for d in (2, 3) if x.shape[d] == req.export_size))
+        else:
+            dims.append(())
+    return dims
+
+
+def all_sizes(req: ExportRequest) -> list[int]:
+    return sorted({int(s) for s in req.sizes} | {int(req.export_size)})
+
+
+def wants_dynamic(req: ExportRequest) -> bool:
+    """One artifact must serve several sizes (and the inputs have size dims to vary)."""
+    return (not req.per_size) and len(all_sizes(req)) > 1 and any(sized_dims(req))
+
+
+def torch_dynamic_shapes(req: ExportRequest) -> tuple[tuple[dict[int, Any] | None, ...]]:
+    """``dynamic_shapes`` for ``torch.export`` of ``TorchOutputFlattening`` (``*args``).
+
+    Height and width get their own ``Dim`` bounded by the smallest and largest requested
+    size (ExecuTorch plans memory for the upper bound).
+    """
+    lo, hi = all_sizes(req)[0], all_sizes(req)[-1]
+    h = torch.export.Dim("height", min=lo, max=hi)
+    w = torch.export.Dim("width", min=lo, max=hi)
+    specs: list[dict[int, Any] | None] = []
+    for dims in sized_dims(req):
+        specs.append({d: (h if d == 2 else w) for d in dims} or None)
+    return (tuple(specs),)
+
+
+def inputs_at(req: ExportRequest, size: int) -> tuple[torch.Tensor, ...]:
+    """The example inputs resized to ``size`` (bilinear on the size dims; others unchanged)."""
+    out = []
+    for x, dims in zip(req.example_inputs, sized_dims(req), strict=True):
+        if not dims or size == req.export_size:
+            out.append(x)
+            continue
+        hw = [size if d in dims else x.shape[d] for d in (2, 3)]
+        out.append(F.interpolate(x, size=hw, mode="bilinear", align_corners=False).contiguous())
+    return tuple(out)
+
+
+def probe_sizes(req: ExportRequest) -> list[int]:
+    """The sizes a one-for-all artifact is tried at during export: the extremes."""
+    return sorted({s for s in (all_sizes(req)[0], all_sizes(req)[-1]) if s != req.export_size})
+
+
+def check_sizes(
+    req: ExportRequest, form: str, run: Callable[[tuple[torch.Tensor, ...]], Sequence[np.ndarray]]
+) -> list[int]:
+    """Run a one-for-all artifact at the extreme sizes; NeedsPerSize if it fails or its output
+    shapes differ from eager's there.  Returns the sizes checked."""
+    checked = []
+    for size in probe_sizes(req):
+        xs = inputs_at(req, size)
+        try:
+            with torch.no_grad():
+                ref = [tuple(t.shape) for t in flatten_outputs(req.module(*xs)).values()]
+        except Exception as exc:
+            raise ExportError(
+                f"{form}: the eager model itself fails at {size} px ({error_text(exc, 2)}); "
+                "remove that size from the model's sizes"
+            ) from exc
+        try:
+            with quiet():  # runtimes log their own copy of the error to stderr
+                got = [tuple(np.shape(a)) for a in run(xs)]
+        except NeedsPerSize:
+            raise
+        except Exception as exc:  # the runtime's own error is the reason
+            raise NeedsPerSize(
+                f"{form}: the artifact exported at {req.export_size} px does not run at {size} px: "
+                f"{error_text(exc)}; export one artifact per size"
+            ) from exc
+        if got != ref:
+            raise NeedsPerSize(
+                f"{form}: the artifact exported at {req.export_size} px returns shapes {got} at {size} px, "
+                f"eager returns {ref} (sizes baked into the graph); export one artifact per size"
+            )
+        checked.append(size)
+    return checked
+
+
+def _describe(exc: BaseException) -> str:
+    # ExportErrors raised by the forms already carry the converters' summarized messages
+    return str(exc) if isinstance(exc, ExportError) else error_text(exc)
+
+
+_SHAPE_ERRORS = ("Constraints violated", "specialized it to be a constant", "ConstraintViolation")
+
+
+def is_dynamic_shape_error(exc: BaseException) -> bool:
+    """torch.export's own verdict that the graph cannot keep the size dims dynamic."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if any(k in str(cur) or k in type(cur).__name__ for k in _SHAPE_ERRORS):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def export_with_size_fallback(
+    req: ExportRequest, form: str, attempt: Callable[[bool], T], hint: str
+) -> tuple[T, bool]:
+    """``attempt(dynamic)`` once for all sizes when wanted, else at the export size.
+
+    If the all-sizes attempt fails, the fixed-size attempt decides: it works -> NeedsPerSize
+    (the failure is about dynamic shapes), it fails too -> ExportError with its message.
+    Returns (result, dynamic).
+    """
+    if not wants_dynamic(req):
+        try:
+            return attempt(False), False
+        except (NeedsPerSize, BackendUnavailable):
+            raise
+        except Exception as exc:
+            raise ExportError(f"{form} export failed: {_describe(exc)}\n{hint}") from exc
+    try:
+        return attempt(True), True
+    except (NeedsPerSize, BackendUnavailable):
+        raise
+    except Exception as exc:
+        dyn_exc = exc
+    if is_dynamic_shape_error(dyn_exc):  # no need to prove it with a fixed-size export
+        raise NeedsPerSize(
+            f"{form}: the graph cannot serve sizes {all_sizes(req)} from one artifact "
+            f"({_describe(dyn_exc)}); export one artifact per size"
+        ) from dyn_exc
+    try:
+        attempt(False)  # only to learn whether the failure is about dynamic shapes
+    except Exception as exc:
+        raise ExportError(f"{form} export failed (at a fixed size too): {_describe(exc)}\n{hint}") from exc
+    raise NeedsPerSize(
+        f"{form}: one artifact for sizes {all_sizes(req)} failed ({_describe(dyn_exc)}); "
+        f"the fixed-size export works: export one artifact per size"
+    ) from dyn_exc
+
+
+def as_float32(a: Any) -> np.ndarray:
+    """Outputs are compared as float32, as ``base.to_numpy_outputs`` does for eager."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().float().numpy()
+    return np.asarray(a).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# ExecuTorch

@@ -1,0 +1,5 @@
+"""`python -m parbench.cli` (the same as `parbench`)."""
+
+from parbench.cli import main
+
+main()

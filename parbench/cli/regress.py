@@ -1,0 +1,458 @@
+"""`parbench compare` and `parbench history`: regression verdicts between two sides, and a history with its change points."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import click
+
+from parbench.errors import RegressError
+from parbench.regress.decide import (
+    DEFAULT_ALPHA,
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_CP_ALPHA,
+    DEFAULT_FLOOR,
+    DEFAULT_PARITY_FLOOR_DB,
+    DEFAULT_RUN_STAT,
+    DEFAULT_SEED,
+    DEFAULT_STORE,
+    MIN_RUNS,
+    RUN_STATS,
+)
+from parbench.regress.sides import (
+    CLOCKS,
+    Key,
+    Row,
+    Run,
+    compare_parity,
+    compare_runs,
+    format_table,
+    group_runs,
+    load_benchmark_runs,
+    load_parity_runs,
+    nights_of,
+    store_runs,
+)
+from parbench.report.history import history_series, plot_series, write_history_html
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+class _MultiValueCandidate(click.Command):
+    """Lets ``--candidate a.json b.json`` take every following non-option word."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        grab = False
+        for a in args:
+            if a == "--candidate":
+                grab = True
+                continue
+            if a.startswith("--candidate="):
+                out += ["--candidate", a.split("=", 1)[1]]
+                grab = True
+                continue
+            if grab and not a.startswith("-"):
+                out += ["--candidate", a]
+                continue
+            grab = False
+            out.append(a)
+        return super().parse_args(ctx, out)
+
+
+def _split_kinds(paths: Sequence[str]) -> tuple[list[str], list[str]]:
+    bench, parity = [], []
+    for p in paths:
+        pp = Path(p)
+        if pp.suffix == ".jsonl" or (pp.is_dir() and any(pp.glob("*.jsonl")) and not any(pp.glob("*.json"))):
+            parity.append(p)
+        else:
+            bench.append(p)
+    return bench, parity
+
+
+def _filter(
+    runs: Mapping[Key, Sequence[Run]], model: str | None, variant: str | None, size: str | None
+) -> dict[Key, list[Run]]:
+    return {
+        k: list(v)
+        for k, v in runs.items()
+        if (model is None or k[0] == model)
+        and (variant is None or k[1] == variant)
+        and (size is None or k[2] == str(size))
+    }
+
+
+@click.command("compare", cls=_MultiValueCandidate)
+@click.argument("baseline", nargs=-1, type=click.Path(path_type=str))
+@click.option(
+    "--candidate",
+    "candidate",
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="Candidate bench JSON (or parity .jsonl) files or folders; several may follow.",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"History store for a history baseline [default: {DEFAULT_STORE}].",
+)
+@click.option(
+    "--baseline-nights",
+    type=click.IntRange(1),
+    default=None,
+    help="Pool the runs of the N most recent nights in the store as the baseline.",
+)
+@click.option(
+    "--candidate-nights",
+    type=click.IntRange(1),
+    default=None,
+    help="Take the candidate from the store too: its M most recent nights (the baseline "
+    "nights are then the ones before them).",
+)
+@click.option("--source", default="host", show_default=True, help="Store source: host or device.")
+@click.option("--model", default=None, help="Only this model.")
+@click.option("--variant", default=None, help="Only this variant.")
+@click.option("--size", default=None, help="Only this size.")
+@click.option(
+    "--floor",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_FLOOR,
+    show_default=True,
+    help="Smallest slowdown that counts as a regression (0.03 = 3%).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DEFAULT_ALPHA,
+    show_default=True,
+    help="Significance level of the test and the CI (1 - confidence).",
+)
+@click.option(
+    "--parity-floor-db",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_PARITY_FLOOR_DB,
+    show_default=True,
+    help="Smallest parity drop (dB) that counts as a regression.",
+)
+@click.option(
+    "--run-stat",
+    type=click.Choice(RUN_STATS),
+    default=DEFAULT_RUN_STAT,
+    show_default=True,
+    help="How one run's samples become one number.",
+)
+@click.option(
+    "--clock",
+    type=click.Choice(sorted(CLOCKS)),
+    default="wall",
+    show_default=True,
+    help="wall: samples_ns; cpu: samples_cpu_ns (process CPU time per round, steadier on a "
+    "shared machine) where the bench files carry it.",
+)
+@click.option(
+    "--min-runs",
+    type=click.IntRange(2),
+    default=MIN_RUNS,
+    show_default=True,
+    help="Fewest runs per side before any verdict but unknown.",
+)
+@click.option(
+    "--bootstrap",
+    "n_boot",
+    type=click.IntRange(100),
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    help="Bootstrap resamples for the CI.",
+)
+@click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the verdicts as JSON here.",
+)
+@click.option(
+    "--markdown",
+    "md_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the verdict table as Markdown here.",
+)
+def compare_command(
+    baseline: tuple[str, ...],
+    candidate: tuple[str, ...],
+    store: Path | None,
+    baseline_nights: int | None,
+    candidate_nights: int | None,
+    source: str,
+    model: str | None,
+    variant: str | None,
+    size: str | None,
+    floor: float,
+    alpha: float,
+    parity_floor_db: float,
+    run_stat: str,
+    clock: str,
+    min_runs: int,
+    n_boot: int,
+    seed: int,
+    json_out: Path | None,
+    md_out: Path | None,
+) -> None:
+    """Compare CANDIDATE runs with BASELINE runs; exit 1 on a confirmed regression.
+
+    \b
+    Each side is one or more pytest-benchmark JSON files (or folders of them; every benchmark
+    entry is one run, i.e. one fresh process), or a query of the history store:
+      parbench compare base.json new.json        (one file per side)
+      parbench compare base/*.json --candidate new/*.json
+      parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate tonight.json
+      parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate-nights 1
+    Parity JSON lines (reports/parity/*.jsonl, one file per run) are compared the same way.
+
+    Exit status: 0 no regression (unchanged, faster, unknown), 1 a confirmed regression
+    (slower, or parity worse), 2 bad input.
+    """
+    if not candidate and candidate_nights is None and baseline_nights is None and len(baseline) == 2:
+        baseline, candidate = baseline[:1], baseline[1:]  # the short form: compare BASELINE CANDIDATE
+    if store is not None and baseline_nights is None:
+        raise click.UsageError("--store needs --baseline-nights N (how many recent nights make the baseline)")
+    if baseline_nights is not None and baseline:
+        raise click.UsageError("give the baseline either as files or as --baseline-nights, not both")
+    if candidate_nights is not None and candidate:
+        raise click.UsageError("give the candidate either as files (--candidate) or as --candidate-nights")
+    if not baseline and baseline_nights is None:
+        raise click.UsageError("no baseline: give BASELINE files or --store PATH --baseline-nights N")
+    if not candidate and candidate_nights is None:
+        raise click.UsageError("no candidate: give --candidate FILES (or --candidate-nights M with --store)")
+    if candidate_nights is not None and baseline_nights is None:
+        raise click.UsageError("--candidate-nights needs --baseline-nights too")
+    try:
+        rows: list[Row] = []
+        cand_bench, cand_parity = _split_kinds(candidate)
+        cand_runs = group_runs(load_benchmark_runs(cand_bench, clock)) if cand_bench else {}
+        by_night = False
+        if baseline_nights is not None:
+            hist = store_runs(
+                store or DEFAULT_STORE, source=source, model=model, variant=variant, size=size, clock=clock
+            )
+            cand_digests = {r.digest for rs in cand_runs.values() for r in rs}
+            base_runs: dict[Key, list[Run]] = {}
+            hist_cand: dict[Key, list[Run]] = {}
+            for key, rs in hist.items():
+                nights = [(n, [r for r in g if r.digest not in cand_digests]) for n, g in nights_of(rs)]
+                nights = [(n, g) for n, g in nights if g]
+                if candidate_nights is not None:
+                    hist_cand[key] = [r for _, g in nights[len(nights) - candidate_nights :] for r in g]
+                    nights = nights[: max(0, len(nights) - candidate_nights)]
+                base_runs[key] = [r for _, g in nights[-baseline_nights:] for r in g]
+            if candidate_nights is not None:
+                cand_runs = hist_cand
+            if not any(base_runs.values()):
+                raise RegressError(
+                    f"the store has no {source} runs before the candidate; nothing to compare with"
+                )
+            by_night = True
+        else:
+            base_bench, base_parity = _split_kinds(baseline)
+            base_runs = group_runs(load_benchmark_runs(base_bench, clock)) if base_bench else {}
+            overlap = {r.digest for rs in base_runs.values() for r in rs} & {
+                r.digest for rs in cand_runs.values() for r in rs
+            }
+            if overlap:
+                raise RegressError(
+                    "the same run appears on both sides; give different files for baseline and candidate"
+                )
+            if base_parity or cand_parity:
+                rows += compare_parity(
+                    load_parity_runs(base_parity),
+                    load_parity_runs(cand_parity),
+                    floor_db=parity_floor_db,
+                    alpha=alpha,
+                    n_boot=n_boot,
+                    seed=seed,
+                )
+        base_runs = _filter(base_runs, model, variant, size)
+        cand_runs = _filter(cand_runs, model, variant, size)
+        if base_runs or cand_runs:
+            if not set(base_runs) & set(cand_runs):
+                raise RegressError(
+                    "baseline and candidate share no benchmark (model-variant-size); "
+                    "check that both sides ran the same suite"
+                )
+            rows = (
+                compare_runs(
+                    base_runs,
+                    cand_runs,
+                    floor=floor,
+                    alpha=alpha,
+                    run_stat=run_stat,
+                    n_boot=n_boot,
+                    seed=seed,
+                    min_runs=min_runs,
+                    by_night=by_night,
+                )
+                + rows
+            )
+    except RegressError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not rows:
+        raise click.UsageError("nothing to compare: no benchmark or parity results in the inputs")
+    table = format_table(rows, alpha)
+    click.echo(table)
+    bad = [r for r in rows if r.decision.verdict in ("slower", "worse")]
+    unknown = [r for r in rows if r.decision.verdict == "unknown"]
+    summary = (
+        f"{len(rows)} compared: {len(bad)} regression(s), {len(unknown)} unknown; "
+        f"floor {floor:.1%}, alpha {alpha}, run statistic {run_stat}, {clock} clock"
+    )
+    click.echo("\n" + summary)
+    if md_out is not None:
+        md_out.parent.mkdir(parents=True, exist_ok=True)
+        md_out.write_text(table + "\n\n" + summary + "\n")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(
+            json.dumps(
+                {
+                    "settings": {
+                        "floor": floor,
+                        "alpha": alpha,
+                        "run_stat": run_stat,
+                        "clock": clock,
+                        "min_runs": min_runs,
+                        "bootstrap": n_boot,
+                        "seed": seed,
+                        "parity_floor_db": parity_floor_db,
+                        "baseline_nights": baseline_nights,
+                        "candidate_nights": candidate_nights,
+                    },
+                    "regressions": len(bad),
+                    "rows": [r.as_dict() for r in rows],
+                },
+                indent=2,
+            )
+        )
+    if bad:
+        raise SystemExit(1)
+
+
+@click.command("history")
+@click.argument("model")
+@click.option("--variant", default=None, help="Only this variant.")
+@click.option("--size", default=None, help="Only this size.")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="History store (SQLite).",
+)
+@click.option("--source", default="host", show_default=True, help="Store source: host or device.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/history"),
+    show_default=True,
+    help="Folder for PNG, HTML and JSON.",
+)
+@click.option(
+    "--run-stat",
+    type=click.Choice(RUN_STATS),
+    default=DEFAULT_RUN_STAT,
+    show_default=True,
+    help="How one run's samples become one number.",
+)
+@click.option("--clock", type=click.Choice(sorted(CLOCKS)), default="wall", show_default=True)
+@click.option(
+    "--floor",
+    type=click.FloatRange(0, min_open=True),
+    default=DEFAULT_FLOOR,
+    show_default=True,
+    help="Smallest shift reported as a change point.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=DEFAULT_CP_ALPHA,
+    show_default=True,
+    help="Permutation-test level for a change point.",
+)
+@click.option("--permutations", type=click.IntRange(19), default=199, show_default=True)
+@click.option(
+    "--min-persist",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="Nights a new level must hold to be a confirmed change.",
+)
+def history_command(
+    model: str,
+    variant: str | None,
+    size: str | None,
+    store: Path,
+    source: str,
+    out_dir: Path,
+    run_stat: str,
+    clock: str,
+    floor: float,
+    alpha: float,
+    permutations: int,
+    min_persist: int,
+) -> None:
+    """Latency of MODEL over the nights in the history store, with its change points.
+
+    Writes a PNG per variant x size, an HTML page embedding them and a JSON summary to --out,
+    and lists every change point (first night of a persistent shift) here.
+    """
+    try:
+        runs = store_runs(store, source=source, model=model, variant=variant, size=size, clock=clock)
+        if not runs:
+            raise RegressError(
+                f"the store {store} has no {source} results for model {model!r}"
+                + (f" variant {variant!r}" if variant else "")
+                + (f" size {size}" if size else "")
+            )
+        series = history_series(
+            runs,
+            run_stat=run_stat,
+            floor=floor,
+            alpha=alpha,
+            permutations=permutations,
+            min_persist=min_persist,
+        )
+    except RegressError as exc:
+        raise click.UsageError(str(exc)) from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pngs = [plot_series(s, out_dir / f"history_{s.model}_{s.variant}_{s.size}.png") for s in series]
+    page = write_history_html(model, series, pngs, out_dir / f"history_{model}.html")
+    summary = [
+        {
+            "model": s.model,
+            "variant": s.variant,
+            "size": s.size,
+            "nights": s.nights,
+            "centers_ms": s.centers,
+            "change_points": [c.as_dict() for c in s.change_points],
+        }
+        for s in series
+    ]
+    (out_dir / f"history_{model}.json").write_text(json.dumps(summary, indent=2))
+    for s in series:
+        head = f"{s.model}-{s.variant}-{s.size}: {len(s.centers)} nights, last {s.centers[-1]:.3f} ms"
+        if not s.change_points:
+            click.echo(f"{head}, no change point")
+        for c in s.change_points:
+            status = "confirmed" if c.confirmed else f"new, {c.nights_after} night"
+            click.echo(
+                f"{head}: change at {c.label}: {c.before:.3f} -> {c.after:.3f} ms "
+                f"({(c.ratio - 1) * 100:+.1f}%, p={c.p_value:.3f}, {status})"
+            )
+    click.echo(f"wrote {page}")

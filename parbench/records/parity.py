@@ -1,0 +1,116 @@
+"""The parity record: one case's verdict and metrics (``reports/parity/<run>[-<worker>].jsonl``).
+
+One JSON line per model x variant x size, appended as the suite goes; with pytest-xdist each
+worker writes ``<run>-gwN.jsonl``.  Lines written before ``format_version`` existed (version 1)
+read as the same record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from parbench._util.clock import utc_now
+from parbench._util.versions import versions
+from parbench.errors import RecordError
+from parbench.records._base import Record, describe
+from parbench.records.ids import CaseKey, ModelName, VariantName
+
+FORMAT_VERSION = 2
+Verdict = Literal["pass", "fail", "error", "skip", "xfail"]
+VERDICTS: tuple[str, ...] = ("pass", "fail", "error", "skip", "xfail")
+RUN_FILE_RE = re.compile(r"^(?P<run>\d{8}T\d{6}Z-[0-9a-f]+)(?:-(?P<worker>gw\d+))?\.jsonl$")
+
+
+class ParityRecord(Record):
+    format_version: int = FORMAT_VERSION
+    model: ModelName
+    variant: VariantName
+    size: int = Field(ge=1)
+    task: str = ""
+    family: str = ""
+    verdict: Verdict
+    message: str = ""
+    executor: str = ""
+    # per output name: metric -> value (the worst over the cases)
+    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    cases: list[str] = Field(default_factory=list)
+    # what the export decided: path, format, bytes, sizes, per_size_reason, export_seconds, ...
+    export: dict[str, Any] = Field(default_factory=dict)
+    cache: str = ""  # "hit", "exported" or "" (no artifact)
+    # the first layer or op where the form departs from eager, when localisation ran
+    first_divergence: dict[str, Any] | None = None
+    versions: dict[str, str] = Field(default_factory=versions)
+    timestamp: str = Field(default_factory=utc_now)
+
+    @property
+    def key(self) -> CaseKey:
+        return CaseKey(self.model, self.variant, self.size)
+
+    @property
+    def id(self) -> str:
+        return self.key.id
+
+    def worst(self, metric: str, higher_is_better: bool) -> float | None:
+        values = [m[metric] for m in self.metrics.values() if m.get(metric) is not None]
+        if not values:
+            return None
+        return min(values) if higher_is_better else max(values)
+
+    def to_line(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), default=str)
+
+
+def append(path: Path, record: ParityRecord) -> None:
+    """Append one record as a JSON line (the writer)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(record.to_line() + "\n")
+
+
+def read(paths: Iterable[Path | str]) -> list[ParityRecord]:
+    """Every record of these JSON-lines files, in order (the reader)."""
+    out: list[ParityRecord] = []
+    for path in map(Path, paths):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecordError(f"cannot read parity results {path}: {exc}") from exc
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(ParityRecord.model_validate_json(line))
+            except ValidationError as exc:
+                raise RecordError(
+                    f"{path}:{n} is not a parity result line ({describe(exc)}); give the "
+                    "reports/parity/*.jsonl files that pytest parity/ writes"
+                ) from None
+    return out
+
+
+def run_files(newest: Path) -> list[Path]:
+    """All files of the parity run that wrote ``newest`` (one per pytest-xdist worker)."""
+    m = RUN_FILE_RE.match(newest.name)
+    if not m:
+        return [newest]
+    return sorted(
+        p
+        for p in newest.parent.glob(f"{m['run']}*.jsonl")
+        if (q := RUN_FILE_RE.match(p.name)) and q["run"] == m["run"]
+    )
+
+
+def latest(records: Sequence[ParityRecord]) -> list[ParityRecord]:
+    """One record per case: a later record for the same model x variant x size wins."""
+    by_key: dict[CaseKey, ParityRecord] = {}
+    for r in records:
+        by_key.pop(r.key, None)
+        by_key[r.key] = r
+    return list(by_key.values())

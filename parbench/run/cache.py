@@ -1,0 +1,144 @@
+"""Content-keyed artifact cache under `.parbench-cache/`.
+
+A key hashes the model's identity, the example shape(s), the form's options and the versions of
+torch and the converter (inside the form's options).  Entries are written to a temporary folder and
+renamed into place, so concurrent writers (pytest-xdist workers, several hosts on a shared disk)
+never see a torn entry; a lock file makes the second writer wait and reuse the first one's work.
+An entry whose artifact no longer matches its recorded sha256 is deleted and rebuilt, never used.
+Export failures are cached too: a conversion that failed fails again from the cache, quickly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from parbench._util.hashing import sha256_path, stable_json
+from parbench.backends.base import Artifact, ExportError, path_bytes
+from parbench.errors import NeedsPerSize
+
+ENTRY = "entry.json"
+
+
+@dataclasses.dataclass
+class CacheOutcome:
+    artifact: Artifact
+    status: str  # "hit" | "exported" | "rebuilt: <why>"
+    seconds: float  # export time (0 for a hit)
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(stable_json(parts).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ArtifactCache:
+    def __init__(self, root: Path | str = ".parbench-cache"):
+        self.root = Path(root)
+
+    def entry_dir(self, model: str, variant: str, tag: str, key: str) -> Path:
+        return self.root / "artifacts" / model / f"{variant}-{tag}-{key[:16]}"
+
+    def get_or_export(
+        self,
+        model: str,
+        variant: str,
+        tag: str,
+        key_parts: dict[str, Any],
+        export: Callable[[Path], Artifact],
+    ) -> CacheOutcome:
+        """Return the cached artifact for these key parts, exporting it (once) when absent.
+
+        `export(out)` receives a path stem inside a fresh folder and returns the Artifact it wrote.
+        """
+        key = cache_key(key_parts)
+        final = self.entry_dir(model, variant, tag, key)
+        with _locked(final.with_name(final.name + ".lock")):
+            found, why = self._read(final, variant)
+            if found is not None:
+                return CacheOutcome(found, "hit", 0.0)
+            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp.mkdir(parents=True)
+            t0 = time.perf_counter()
+            try:
+                art = export(tmp / "model")
+                record = self._record(art, tmp, key_parts)
+            except ExportError as exc:
+                record = {"error": str(exc), "kind": type(exc).__name__, "key": key_parts}
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            seconds = time.perf_counter() - t0
+            record["export_seconds"] = round(seconds, 3)
+            (tmp / ENTRY).write_text(json.dumps(record, indent=1, default=str))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        status = "exported" if why is None else f"rebuilt ({why})"
+        if "error" in record:
+            raise _failure(record)
+        found, _ = self._read(final, variant)
+        assert found is not None
+        return CacheOutcome(found, status, seconds)
+
+    @staticmethod
+    def _record(art: Artifact, folder: Path, key_parts: dict[str, Any]) -> dict[str, Any]:
+        rel = art.path.relative_to(folder)
+        return {
+            "variant": art.variant,
+            "file": str(rel),
+            "format": art.format,
+            "sizes": art.sizes,
+            "meta": art.meta,
+            "sha256": sha256_path(art.path),
+            "bytes": path_bytes(art.path),
+            "key": key_parts,
+        }
+
+    @staticmethod
+    def _read(final: Path, variant: str) -> tuple[Artifact | None, str | None]:
+        """(artifact, None) for a good entry; (None, reason) for a missing or corrupt one."""
+        entry = final / ENTRY
+        if not entry.is_file():
+            return None, None
+        try:
+            record = json.loads(entry.read_text())
+            if "error" in record:
+                raise _failure(record)
+            path = final / record["file"]
+            if not path.exists():
+                reason = f"artifact {path.name} missing"
+            elif sha256_path(path) != record["sha256"]:
+                reason = f"artifact {path.name} does not match its sha256"
+            else:
+                meta = dict(record["meta"], export_seconds=record.get("export_seconds"))
+                return Artifact(variant, path, record["format"], record["sizes"], meta), None
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            reason = f"unreadable entry: {exc}"
+        shutil.rmtree(final, ignore_errors=True)
+        return None, reason
+
+
+def _failure(record: dict[str, Any]) -> ExportError:
+    cls = NeedsPerSize if record.get("kind") == "NeedsPerSize" else ExportError
+    return cls(record["error"])

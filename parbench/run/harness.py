@@ -1,0 +1,209 @@
+"""The harness: models, fixtures, cached artifacts and sessions for model x variant x size.  The
+parity check (:mod:`.parity`), the latency measurement (:mod:`.latency`), the pytest plugins and the
+CLI all go through it.
+
+Data flows one way: ModelSpec -> nn.Module -> (golden outputs, Backend.export -> Artifact) ->
+Backend.load -> Session.run -> outputs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from parbench import zoo
+from parbench.backends import get_backend
+from parbench.backends.base import Artifact, ExportRequest, Session
+from parbench.errors import ConfigError, FixtureError, NeedsPerSize
+from parbench.fixtures import Case, FixtureSet
+from parbench.fixtures.build import build as build_fixtures
+from parbench.run.cache import ArtifactCache
+
+CASES_PER_SIZE = 2
+SESSIONS_KEPT = 3
+
+
+class Harness:
+    def __init__(
+        self,
+        config_path: Path | str | None = None,
+        cache_dir: Path | str = ".parbench-cache",
+        log: Callable[[str], None] | None = None,
+        registry: dict[str, zoo.ModelSpec] | None = None,
+    ):
+        self.registry = registry if registry is not None else zoo.registry(config_path)
+        self.cache_dir = Path(cache_dir)
+        self.cache = ArtifactCache(self.cache_dir)
+        self.log = log or (lambda msg: None)
+        self._modules: dict[str, torch.nn.Module] = {}
+        self._digests: dict[str, str] = {}
+        self._fixtures: dict[str, FixtureSet] = {}
+        self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self.cache_stats = {"hit": 0, "exported": 0}
+
+    # ---- models and fixtures --------------------------------------------------------------
+    def spec(self, name: str) -> zoo.ModelSpec:
+        try:
+            return self.registry[name]
+        except KeyError:
+            raise ConfigError(f"unknown model {name!r}; known: {', '.join(self.registry)}") from None
+
+    def module(self, name: str) -> torch.nn.Module:
+        if name not in self._modules:
+            self._modules[name] = zoo.load_model(self.spec(name), self.cache_dir)
+        return self._modules[name]
+
+    def model_digest(self, name: str) -> str:
+        """What the model computes: sha256 over its state (names, shapes, dtypes, bytes) and the
+        source of its nn.Module classes.  Part of every artifact key and of the fixture set's name, so
+        a changed weight, architecture or ``forward`` never reuses an old artifact or old goldens."""
+        if name not in self._digests:
+            module = self.module(name)
+            h = hashlib.sha256(zoo.code_digest(module).encode())
+            for key, tensor in module.state_dict().items():
+                t = tensor.detach().cpu().contiguous()
+                h.update(f"{key}:{t.dtype}:{list(t.shape)}".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._digests[name] = h.hexdigest()
+        return self._digests[name]
+
+    def fixture_set(self, name: str) -> FixtureSet:
+        """The model's fixture set, built once into the cache (and rebuilt if corrupt)."""
+        if name in self._fixtures:
+            return self._fixtures[name]
+        spec = self.spec(name)
+        sizes = "_".join(map(str, spec.sizes))
+        key = hashlib.sha256(f"{spec.spec_hash}:{self.model_digest(name)}".encode()).hexdigest()[:16]
+        root = self.cache_dir / "fixtures" / f"{name}-{key}-{sizes}-c{CASES_PER_SIZE}"
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with open(str(root) + ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                fs = FixtureSet.open(root)
+                fs.verify(name)  # every tensor now, not mid-run
+            except FixtureError as exc:
+                if (root / "manifest.json").exists():
+                    self.log(f"rebuilding fixtures for {name}: {exc}")
+                else:
+                    self.log(f"building fixtures for {name} at {sizes.replace('_', ', ')} px")
+                fs = build_fixtures(root, [spec], lambda s: self.module(s.name), CASES_PER_SIZE)
+        self._fixtures[name] = fs
+        return fs
+
+    def cases(self, name: str, size: int) -> list[Case]:
+        cases = self.fixture_set(name).cases(name, size)
+        if not cases:
+            raise ConfigError(
+                f"model {name!r} has no fixtures at size {size} (its sizes: "
+                f"{list(self.spec(name).sizes)}); add the size to the model's 'sizes'"
+            )
+        return cases
+
+    def inputs(self, name: str, size: int, case: int = 0) -> OrderedDict[str, np.ndarray]:
+        return self.cases(name, size)[case].inputs
+
+    def output_names(self, name: str) -> list[str]:
+        return list(self.fixture_set(name).model(name).outputs)
+
+    # ---- artifacts and sessions -----------------------------------------------------------
+    def skip_reason(self, name: str, variant: str, size: int) -> str | None:
+        backend = get_backend(variant)
+        applies_to = getattr(backend, "applies_to", None)  # optional: a form for some models only
+        if applies_to is not None and (why := applies_to(self.spec(name))):
+            return f"{variant} does not apply to {name}: {why}"
+        avail = backend.available()
+        if not avail.can_export:
+            return f"{variant} cannot export here: {avail.reason}"
+        return None
+
+    def _export_fn(
+        self, name: str, variant: str, export_size: int, per_size: bool
+    ) -> Callable[[Path], Artifact]:
+        spec, backend = self.spec(name), get_backend(variant)
+
+        def export(out: Path) -> Artifact:
+            example = tuple(torch.from_numpy(v) for v in zoo.example_inputs(spec, export_size).values())
+            req = ExportRequest(
+                module=self.module(name),
+                spec=spec,
+                example_inputs=example,
+                export_size=export_size,
+                sizes=[export_size] if per_size else list(spec.sizes),
+                per_size=per_size,
+                calibration=zoo.calibration_inputs(spec, export_size) if backend.family == "int8" else (),
+                output_names=self.output_names(name),
+            )
+            self.log(f"exporting {name} -> {variant}" + (f" at {export_size}px" if per_size else ""))
+            art = backend.export(req, out)
+            art.meta.setdefault("shape_mode", "per_size" if per_size else "any")
+            return art
+
+        return export
+
+    def artifact(self, name: str, variant: str, size: int) -> Artifact:
+        """The artifact that serves `size`: one exported at the example size when the form can
+        serve every size from one file, else (or when that fails for this model) one per size."""
+        spec, backend = self.spec(name), get_backend(variant)
+        names = self.output_names(name)
+        if variant == "eager":
+            art = backend.export(ExportRequest(self.module(name), spec, (), size, spec.sizes, False), Path())
+            art.meta["output_names"] = names
+            return art
+        base_key = {
+            "spec": spec.identity(),
+            "model": self.model_digest(name),
+            "variant": variant,
+            "options": backend.options(),
+            "inputs": [i.concrete(0) for i in spec.inputs],
+        }
+        fallback = ""
+        if backend.shape_mode == "any":
+            try:
+                outcome = self.cache.get_or_export(
+                    name,
+                    variant,
+                    "any",
+                    dict(base_key, example_size=spec.example_size, sizes=spec.sizes),
+                    self._export_fn(name, variant, spec.example_size, per_size=False),
+                )
+            except NeedsPerSize as exc:
+                fallback = str(exc)
+            else:
+                return self._note(outcome, names)
+        outcome = self.cache.get_or_export(
+            name,
+            variant,
+            str(size),
+            dict(base_key, example_size=size, per_size=True),
+            self._export_fn(name, variant, size, per_size=True),
+        )
+        if fallback:
+            outcome.artifact.meta["per_size_reason"] = fallback
+        return self._note(outcome, names)
+
+    def _note(self, outcome: Any, names: list[str]) -> Artifact:
+        key = "hit" if outcome.status == "hit" else "exported"
+        self.cache_stats[key] += 1
+        art = outcome.artifact
+        art.meta["output_names"] = names
+        art.meta["cache"] = outcome.status
+        return art
+
+    def session(self, name: str, variant: str, size: int) -> Session:
+        art = self.artifact(name, variant, size)
+        key = (name, variant, str(art.path))
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return self._sessions[key]
+        sess = get_backend(variant).load(art)
+        self._sessions[key] = sess
+        while len(self._sessions) > SESSIONS_KEPT:
+            self._sessions.popitem(last=False)
+        return sess

@@ -1,0 +1,26 @@
+"""Parity of every deployment form against eager fp32, per model x variant x input size.
+
+Ids read ``model-variant-size`` (``-k "mobilenet_v2 and coreml"``).  Each case's full metrics, verdict,
+versions and executor go to reports/parity/*.jsonl; a failure prints the metric table and, where the
+form allows it, the first layer or op where it departs from eager.
+"""
+
+import pytest
+
+from parbench.diagnose.localise import localise_failure
+from parbench.run.parity import check
+
+
+def test_parity(parbench_case, parbench_harness, parbench_recorder, parbench_localise):
+    c = parbench_case
+    outcome = check(parbench_harness, c.model, c.variant, c.size)
+    record = outcome.record
+    if parbench_localise and outcome.failed_case is not None:
+        localise_failure(parbench_harness, outcome)
+    parbench_recorder.record(record)
+    if record.verdict == "skip":
+        pytest.skip(record.message)
+    if record.verdict == "xfail":  # a known failure the zoo or config declares: say which, briefly
+        lines = record.message.splitlines()
+        pytest.xfail(next((ln for ln in lines if ln.startswith("known failure")), lines[0]))
+    assert record.verdict == "pass", record.message
