@@ -17,6 +17,23 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+def versioned(raw: Any, current: int, what: str, origin: str) -> Any:
+    """A record's raw data with its ``format_version`` (1 when the writer predates the field);
+    RecordError for a version newer than this parbench reads."""
+    if isinstance(raw, dict):
+        version = raw.get("format_version", 1)
+        if not isinstance(version, int) or version > current:
+            import parbench
+
+            raise RecordError(
+                f"{origin}: {what} of format_version {version!r}; this parbench "
+                f"({parbench.__version__}) reads versions up to {current}: upgrade parbench"
+            )
+        if "format_version" not in raw:
+            raw = {**raw, "format_version": 1}
+    return raw
+
+
 def describe(exc: ValidationError, limit: int = 4) -> str:
     """A ValidationError in one line per problem: ``field.path: message``."""
     lines = []

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from parbench.errors import RecordError
-from parbench.records._base import Record, describe, read_json_file
+from parbench.records._base import Record, describe, read_json_file, versioned
 from parbench.records.ids import CaseKey, ModelName, VariantName
 
 FORMAT_VERSION = 2
@@ -79,6 +79,9 @@ class BenchEntry(Record):
             if key is None:
                 return None
             extra = {"model": key.model, "variant": key.variant, "size": key.size, **extra}
+        extra = versioned(
+            extra, FORMAT_VERSION, "parbench extra_info", f"benchmark {self.name or self.fullname}"
+        )
         try:
             return BenchExtra.model_validate(extra)
         except ValidationError as exc:

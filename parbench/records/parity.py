@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 from parbench._util.clock import utc_now
 from parbench._util.versions import versions
 from parbench.errors import RecordError
-from parbench.records._base import Record, describe
+from parbench.records._base import Record, describe, versioned
 from parbench.records.ids import CaseKey, ModelName, VariantName
 
 FORMAT_VERSION = 2
@@ -86,10 +86,14 @@ def read(paths: Iterable[Path | str]) -> list[ParityRecord]:
             if not line.strip():
                 continue
             try:
-                out.append(ParityRecord.model_validate_json(line))
-            except ValidationError as exc:
+                raw = versioned(json.loads(line), FORMAT_VERSION, "a parity record", f"{path}:{n}")
+                out.append(ParityRecord.model_validate(raw))
+            except ValueError as exc:
+                if isinstance(exc, RecordError):
+                    raise
+                why = describe(exc) if isinstance(exc, ValidationError) else f"not JSON: {exc}"
                 raise RecordError(
-                    f"{path}:{n} is not a parity result line ({describe(exc)}); give the "
+                    f"{path}:{n} is not a parity result line ({why}); give the "
                     "reports/parity/*.jsonl files that pytest parity/ writes"
                 ) from None
     return out
