@@ -424,6 +424,18 @@ def test_cli_one_file_per_run_and_several_candidates(tmp_path: Path) -> None:
     )
     assert res.exit_code == 1, res.output
     assert "5/5" in res.output and "slower" in res.output
+    # quoted globs name the same files
+    globs = ["--baseline", str(tmp_path / "b*.json"), "--candidate", str(tmp_path / "c*.json")]
+    res = CliRunner().invoke(compare_command, [*MEDIAN, *globs, "--floor", "0.05"])
+    assert res.exit_code == 1 and "5/5" in res.output, res.output
+    res = CliRunner().invoke(
+        compare_command, ["--baseline", str(tmp_path / "x*.json"), "--candidate", str(cand[0])]
+    )
+    assert res.exit_code == 2 and "x*.json matches no file" in res.output
+    # an unquoted glob after --candidate (the shell expands it): the files it leaves without an
+    # option are refused, never taken for the baseline
+    res = CliRunner().invoke(compare_command, [*map(str, base), "--candidate", *map(str, cand)])
+    assert res.exit_code == 2 and "9 file(s) without --baseline/--candidate" in res.output, res.output
 
 
 def test_cli_too_few_runs_reports_unknown_and_exits_0(tmp_path: Path) -> None:

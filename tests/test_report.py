@@ -240,6 +240,15 @@ def test_html_is_self_contained(bench_json: Path, parity_jsonl: Path, tmp_path: 
         assert f"{verdict}: " in page.split('<p class="legend">', 1)[1]
 
 
+def test_html_escapes_what_the_results_say(tmp_path: Path) -> None:
+    line = parity_line("tiny_generator", "onnx", 256, "error")
+    line["metrics"], line["message"] = {}, 'export failed: <script>alert("x")</script> & more'
+    lines = tmp_path / "p.jsonl"
+    lines.write_text(json.dumps(line) + "\n")
+    page = build_report([lines], tmp_path / "out").html.read_text()
+    assert "<script" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; more" in page
+
+
 def test_cli_uses_the_newest_results_by_default(bench_json: Path, parity_jsonl: Path, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     (reports / "bench").mkdir(parents=True)
