@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,16 @@ def bench_doc(
 def write_doc(path: Path, doc: dict) -> Path:
     path.write_text(json.dumps(doc, indent=1))
     return path
+
+
+def squeeze(text: str) -> str:
+    """Markdown tables with their column padding collapsed: ``| a | b |`` whatever the widths."""
+    return re.sub(r" {2,}", " ", text)
+
+
+def each(option: str, paths: list) -> list[str]:
+    """``--candidate a --candidate b ...``: the option repeated for every file."""
+    return [arg for p in paths for arg in (option, str(p))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,6 +305,52 @@ def test_bad_inputs_raise_with_a_reason() -> None:
         decide([[1.0]], [[1.0]], run_stat="p99")
 
 
+def exact_mw_pvalue_by_counting(x: np.ndarray, y: np.ndarray) -> float:
+    """The exact two-sided Mann-Whitney p-value for untied samples, from first principles (the
+    counting parbench did itself before it called scipy): count the orderings of m x's and n y's
+    by U = #{(i, j): x_i < y_j}.  The last element of an ordering is a y (above all m x's: U grows
+    by m) or an x, so c(m, n, u) = c(m, n - 1, u - m) + c(m - 1, n, u).  Both tails are summed
+    from the counts (whole numbers, exact in float64 up to 40 runs), so a tiny tail keeps its
+    precision."""
+    n1, n2 = len(x), len(y)
+    size = n1 * n2 + 1
+    prev = [np.zeros(size) for _ in range(n2 + 1)]
+    for n in range(n2 + 1):
+        prev[n][0] = 1.0
+    for m in range(1, n1 + 1):
+        cur = [np.zeros(size) for _ in range(n2 + 1)]
+        cur[0][0] = 1.0
+        for n in range(1, n2 + 1):
+            cur[n] = prev[n].copy()
+            cur[n][m:] += cur[n - 1][: size - m]
+        prev = cur
+    counts = prev[n2]
+    u = int(np.searchsorted(np.sort(x), y).sum())
+    lower, upper = counts[: u + 1].sum(), counts[u:].sum()
+    return float(min(1.0, 2.0 * min(lower, upper) / counts.sum()))
+
+
+def test_rank_test_p_values_are_the_exact_ones() -> None:
+    # scipy's exact Mann-Whitney gives the counted p-values on untied samples of every size the
+    # decision meets (up to 40 runs in all), shifted or not
+    rng = np.random.default_rng(30)
+    for _ in range(300):
+        n1, n2 = (int(v) for v in rng.integers(1, 21, size=2))
+        x = rng.normal(0.0, 1.0, n1)
+        y = rng.normal(float(rng.choice([-3.0, 0.0, 0.5, 2.0, 4.0])), 1.0, n2)
+        assert len(np.unique(np.concatenate([x, y]))) == n1 + n2
+        assert regress._mw_pvalue(x, y) == pytest.approx(exact_mw_pvalue_by_counting(x, y), rel=1e-12, abs=0)
+    # the smallest p-value a size pair can give is the one the run counts are planned with
+    x, y = np.arange(4.0), np.arange(4.0, 9.0)
+    assert regress._mw_pvalue(x, y) == pytest.approx(regress.mannwhitney_min_p(4, 5))
+    # ties or more than 40 runs: scipy's tie-corrected normal approximation; no spread at all: 1
+    tied = np.array([1.0, 1.0, 2.0, 3.0])
+    assert regress._mw_pvalue(tied, tied + 5) == pytest.approx(
+        sps.mannwhitneyu(tied + 5, tied, method="asymptotic").pvalue
+    )
+    assert regress._mw_pvalue(np.ones(4), np.ones(5)) == 1.0
+
+
 # ---------------------------------------------------------------------------------------------
 # parity
 
@@ -334,12 +391,12 @@ def test_cli_aa_exits_0_and_ten_percent_exits_1(tmp_path: Path) -> None:
     same = write_doc(tmp_path / "same.json", bench_doc(make_runs(5, 12.0, seed=22)))
     slow = write_doc(tmp_path / "slow.json", bench_doc(make_runs(5, 13.2, seed=23)))
     runner = CliRunner()
-    aa = runner.invoke(compare_command, [*MEDIAN, str(base), "--candidate", str(same)])
+    aa = runner.invoke(compare_command, [*MEDIAN, "--baseline", str(base), "--candidate", str(same)])
     assert aa.exit_code == 0, aa.output
-    assert "| mobilenet_v2 | eager | 256 |" in aa.output and "unchanged" in aa.output
+    assert "| mobilenet_v2 | eager | 256 |" in squeeze(aa.output) and "unchanged" in aa.output
     out_json = tmp_path / "verdicts.json"
     ab = runner.invoke(
-        compare_command, [*MEDIAN, str(base), "--candidate", str(slow), "--json", str(out_json)]
+        compare_command, [*MEDIAN, "--baseline", str(base), "--candidate", str(slow), "--json", str(out_json)]
     )
     assert ab.exit_code == 1, ab.output
     assert "slower" in ab.output and "1 regression(s)" in ab.output
@@ -363,16 +420,28 @@ def test_cli_one_file_per_run_and_several_candidates(tmp_path: Path) -> None:
         for i, r in enumerate(make_runs(5, 5.5, seed=25))
     ]
     res = CliRunner().invoke(
-        compare_command, [*MEDIAN, *map(str, base), "--candidate", *map(str, cand), "--floor", "0.05"]
+        compare_command, [*MEDIAN, *each("--baseline", base), *each("--candidate", cand), "--floor", "0.05"]
     )
     assert res.exit_code == 1, res.output
     assert "5/5" in res.output and "slower" in res.output
+    # quoted globs name the same files
+    globs = ["--baseline", str(tmp_path / "b*.json"), "--candidate", str(tmp_path / "c*.json")]
+    res = CliRunner().invoke(compare_command, [*MEDIAN, *globs, "--floor", "0.05"])
+    assert res.exit_code == 1 and "5/5" in res.output, res.output
+    res = CliRunner().invoke(
+        compare_command, ["--baseline", str(tmp_path / "x*.json"), "--candidate", str(cand[0])]
+    )
+    assert res.exit_code == 2 and "x*.json matches no file" in res.output
+    # an unquoted glob after --candidate (the shell expands it): the files it leaves without an
+    # option are refused, never taken for the baseline
+    res = CliRunner().invoke(compare_command, [*map(str, base), "--candidate", *map(str, cand)])
+    assert res.exit_code == 2 and "9 file(s) without --baseline/--candidate" in res.output, res.output
 
 
 def test_cli_too_few_runs_reports_unknown_and_exits_0(tmp_path: Path) -> None:
     base = write_doc(tmp_path / "b.json", bench_doc(make_runs(2, 5.0, run_sd=0.001, seed=26)))
     cand = write_doc(tmp_path / "c.json", bench_doc(make_runs(2, 9.0, run_sd=0.001, seed=27)))
-    res = CliRunner().invoke(compare_command, [*MEDIAN, str(base), "--candidate", str(cand)])
+    res = CliRunner().invoke(compare_command, [*MEDIAN, "--baseline", str(base), "--candidate", str(cand)])
     assert res.exit_code == 0, res.output
     assert "unknown — need 2 more baseline and 3 more candidate runs" in res.output
 
@@ -382,14 +451,14 @@ def test_cli_bad_input_exits_2_with_a_reason(tmp_path: Path) -> None:
     bad.write_text("{not json")
     good = write_doc(tmp_path / "g.json", bench_doc(make_runs(3, 5.0, seed=28)))
     runner = CliRunner()
-    res = runner.invoke(compare_command, [str(bad), "--candidate", str(good)])
+    res = runner.invoke(compare_command, ["--baseline", str(bad), "--candidate", str(good)])
     assert res.exit_code == 2 and "not valid JSON" in res.output
     res = runner.invoke(compare_command, [str(good)])
     assert res.exit_code == 2 and "no candidate" in res.output
-    res = runner.invoke(compare_command, [str(good), "--candidate", str(good)])
+    res = runner.invoke(compare_command, ["--baseline", str(good), "--candidate", str(good)])
     assert res.exit_code == 2 and "both sides" in res.output
     other = write_doc(tmp_path / "o.json", bench_doc(make_runs(3, 5.0, seed=29), model="other"))
-    res = runner.invoke(compare_command, [str(good), "--candidate", str(other)])
+    res = runner.invoke(compare_command, ["--baseline", str(good), "--candidate", str(other)])
     assert res.exit_code == 2 and "share no benchmark" in res.output
 
 
@@ -411,9 +480,11 @@ def test_cli_parity_jsonl(tmp_path: Path) -> None:
 
     base = [parity_file(tmp_path / f"b{i}.jsonl", 0.99999, 45.0) for i in range(3)]
     cand = [parity_file(tmp_path / f"c{i}.jsonl", 0.9999, 45.0) for i in range(3)]
-    res = CliRunner().invoke(compare_command, [*MEDIAN, *base, "--candidate", *cand])
+    res = CliRunner().invoke(
+        compare_command, [*MEDIAN, *each("--baseline", base), *each("--candidate", cand)]
+    )
     assert res.exit_code == 1, res.output
-    lines = [ln for ln in res.output.splitlines() if "coreml_fp16" in ln]
+    lines = [ln for ln in squeeze(res.output).splitlines() if "coreml_fp16" in ln]
     cos = next(ln for ln in lines if "| cosine |" in ln)
     psnr = next(ln for ln in lines if "| psnr_db |" in ln)
     assert "worse" in cos and "-10.00" in cos
@@ -466,9 +537,11 @@ def test_cli_reads_files_written_by_pytest_benchmark_itself(tmp_path: Path) -> N
     runs = load_benchmark_runs(outs)
     assert [r.key for r in runs] == [("tiny", "eager", "64")] * 2
     assert all(len(r.samples_ns) >= 20 for r in runs)
-    res = CliRunner().invoke(compare_command, [*MEDIAN, str(outs[0]), "--candidate", str(outs[1])])
+    res = CliRunner().invoke(
+        compare_command, [*MEDIAN, "--baseline", str(outs[0]), "--candidate", str(outs[1])]
+    )
     assert res.exit_code == 0, res.output
-    assert "| tiny | eager | 64 |" in res.output and "1/1" in res.output
+    assert "| tiny | eager | 64 |" in squeeze(res.output) and "1/1" in res.output
     assert "unknown — need 3 more baseline and 4 more candidate runs" in res.output
 
 
@@ -479,12 +552,16 @@ def test_cli_cpu_clock_reads_cpu_samples(tmp_path: Path) -> None:
     base = write_doc(tmp_path / "b.json", bench_doc(wall_b, cpu_runs=cpu_b))
     cand = write_doc(tmp_path / "c.json", bench_doc(wall_c, cpu_runs=cpu_c))
     runner = CliRunner()
-    wall = runner.invoke(compare_command, [*MEDIAN, str(base), "--candidate", str(cand)])
+    wall = runner.invoke(compare_command, [*MEDIAN, "--baseline", str(base), "--candidate", str(cand)])
     assert wall.exit_code == 0 and "unknown" in wall.output, wall.output
-    cpu = runner.invoke(compare_command, [*MEDIAN, str(base), "--candidate", str(cand), "--clock", "cpu"])
+    cpu = runner.invoke(
+        compare_command, [*MEDIAN, "--baseline", str(base), "--candidate", str(cand), "--clock", "cpu"]
+    )
     assert cpu.exit_code == 1 and "slower" in cpu.output and "cpu clock" in cpu.output, cpu.output
     plain = write_doc(tmp_path / "p.json", bench_doc(wall_c))
-    res = runner.invoke(compare_command, [*MEDIAN, str(base), "--candidate", str(plain), "--clock", "cpu"])
+    res = runner.invoke(
+        compare_command, [*MEDIAN, "--baseline", str(base), "--candidate", str(plain), "--clock", "cpu"]
+    )
     assert res.exit_code == 2 and "samples_cpu_ns" in res.output
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_regress import bench_doc, make_runs, write_doc
+from test_regress import bench_doc, make_runs, squeeze, write_doc
 
 from parbench.cli.regress import compare_command, history_command
 from parbench.regress.changepoints import change_points, e_divisive, energy_q
@@ -185,4 +185,20 @@ def test_candidate_nights_are_not_in_the_baseline(tmp_path: Path) -> None:
             "median",
         ],
     )
-    assert res.exit_code == 1 and "| 8.9" in res.output and "cpu clock" in res.output, res.output
+    assert res.exit_code == 1 and "| 8.9" in squeeze(res.output) and "cpu clock" in res.output, res.output
+
+
+def test_the_default_store_is_read_when_the_command_runs(
+    history: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _ = history
+    args = ["--baseline-nights", "3", "--candidate-nights", "1"]
+    monkeypatch.chdir(tmp_path)  # no reports/history.sqlite here
+    monkeypatch.delenv("PARBENCH_STORE", raising=False)
+    res = CliRunner().invoke(compare_command, args)
+    assert res.exit_code == 2 and "reports/history.sqlite does not exist" in res.output, res.output
+    monkeypatch.setenv("PARBENCH_STORE", str(db))  # set after the import of the command
+    res = CliRunner().invoke(compare_command, args)
+    assert res.exit_code == 0 and "9/3" in res.output, res.output
+    res = CliRunner().invoke(history_command, ["mobilenet_v2", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0 and "12 nights" in res.output, res.output

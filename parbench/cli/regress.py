@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import click
 
 from parbench.errors import RegressError
+from parbench.records.bench import CLOCK_FIELDS
 from parbench.regress.decide import (
     DEFAULT_ALPHA,
     DEFAULT_BOOTSTRAP,
@@ -17,12 +20,10 @@ from parbench.regress.decide import (
     DEFAULT_PARITY_FLOOR_DB,
     DEFAULT_RUN_STAT,
     DEFAULT_SEED,
-    DEFAULT_STORE,
     MIN_RUNS,
     RUN_STATS,
 )
 from parbench.regress.sides import (
-    CLOCKS,
     Key,
     Row,
     Run,
@@ -35,32 +36,30 @@ from parbench.regress.sides import (
     nights_of,
     store_runs,
 )
-from parbench.report.history import history_series, plot_series, write_history_html
+from parbench.report.history import history_series
+from parbench.report.html import write_history_html
+from parbench.report.plots import plot_series
 
-# ---------------------------------------------------------------------------------------------
-# command line
+DEFAULT_STORE = Path("reports/history.sqlite")
+_GLOB_CHARS = frozenset("*?[")
 
 
-class _MultiValueCandidate(click.Command):
-    """Lets ``--candidate a.json b.json`` take every following non-option word."""
+def _store_path(store: Path | None) -> Path:
+    """The store named on the command line, else $PARBENCH_STORE, else reports/history.sqlite."""
+    return store or Path(os.environ.get("PARBENCH_STORE") or DEFAULT_STORE)
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        out: list[str] = []
-        grab = False
-        for a in args:
-            if a == "--candidate":
-                grab = True
-                continue
-            if a.startswith("--candidate="):
-                out += ["--candidate", a.split("=", 1)[1]]
-                grab = True
-                continue
-            if grab and not a.startswith("-"):
-                out += ["--candidate", a]
-                continue
-            grab = False
-            out.append(a)
-        return super().parse_args(ctx, out)
+
+def _expand_globs(values: Sequence[str]) -> list[str]:
+    """Quoted glob patterns (``--candidate 'new/*.json'``) become the files they match."""
+    out: list[str] = []
+    for v in values:
+        if _GLOB_CHARS.isdisjoint(v):
+            out.append(v)
+        elif found := sorted(glob.glob(v)):
+            out += found
+        else:
+            raise click.UsageError(f"{v} matches no file")
+    return out
 
 
 def _split_kinds(paths: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -86,20 +85,27 @@ def _filter(
     }
 
 
-@click.command("compare", cls=_MultiValueCandidate)
-@click.argument("baseline", nargs=-1, type=click.Path(path_type=str))
+@click.command("compare")
+@click.argument("files", nargs=-1, type=click.Path(path_type=str), metavar="[BASELINE CANDIDATE]")
+@click.option(
+    "--baseline",
+    "baseline",
+    multiple=True,
+    type=click.Path(path_type=str),
+    help="Baseline bench JSON (or parity .jsonl) file, folder or quoted glob; repeat for more.",
+)
 @click.option(
     "--candidate",
     "candidate",
     multiple=True,
     type=click.Path(path_type=str),
-    help="Candidate bench JSON (or parity .jsonl) files or folders; several may follow.",
+    help="Candidate bench JSON (or parity .jsonl) file, folder or quoted glob; repeat for more.",
 )
 @click.option(
     "--store",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help=f"History store for a history baseline [default: {DEFAULT_STORE}].",
+    help=f"History store for a history baseline [default: $PARBENCH_STORE or {DEFAULT_STORE}].",
 )
 @click.option(
     "--baseline-nights",
@@ -148,7 +154,7 @@ def _filter(
 )
 @click.option(
     "--clock",
-    type=click.Choice(sorted(CLOCKS)),
+    type=click.Choice(sorted(CLOCK_FIELDS)),
     default="wall",
     show_default=True,
     help="wall: samples_ns; cpu: samples_cpu_ns (process CPU time per round, steadier on a "
@@ -185,6 +191,7 @@ def _filter(
     help="Also write the verdict table as Markdown here.",
 )
 def compare_command(
+    files: tuple[str, ...],
     baseline: tuple[str, ...],
     candidate: tuple[str, ...],
     store: Path | None,
@@ -211,7 +218,7 @@ def compare_command(
     Each side is one or more pytest-benchmark JSON files (or folders of them; every benchmark
     entry is one run, i.e. one fresh process), or a query of the history store:
       parbench compare base.json new.json        (one file per side)
-      parbench compare base/*.json --candidate new/*.json
+      parbench compare --baseline 'base/*.json' --candidate 'new/*.json'
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate tonight.json
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate-nights 1
     Parity JSON lines (reports/parity/*.jsonl, one file per run) are compared the same way.
@@ -219,8 +226,20 @@ def compare_command(
     Exit status: 0 no regression (unchanged, faster, unknown), 1 a confirmed regression
     (slower, or parity worse), 2 bad input.
     """
-    if not candidate and candidate_nights is None and baseline_nights is None and len(baseline) == 2:
-        baseline, candidate = baseline[:1], baseline[1:]  # the short form: compare BASELINE CANDIDATE
+    if files:
+        options = baseline or candidate or baseline_nights is not None or candidate_nights is not None
+        if len(files) == 1 and not options:
+            raise click.UsageError(
+                "no candidate: give BASELINE CANDIDATE, or --baseline FILE --candidate FILE"
+            )
+        if len(files) != 2 or options:
+            raise click.UsageError(
+                f"{len(files)} file(s) without --baseline/--candidate: give BASELINE CANDIDATE (one file "
+                "each), or name every file with --baseline/--candidate (repeat the option, or quote a "
+                "glob: --candidate 'new/*.json')"
+            )
+        baseline, candidate = files[:1], files[1:]
+    baseline, candidate = tuple(_expand_globs(baseline)), tuple(_expand_globs(candidate))
     if store is not None and baseline_nights is None:
         raise click.UsageError("--store needs --baseline-nights N (how many recent nights make the baseline)")
     if baseline_nights is not None and baseline:
@@ -228,7 +247,7 @@ def compare_command(
     if candidate_nights is not None and candidate:
         raise click.UsageError("give the candidate either as files (--candidate) or as --candidate-nights")
     if not baseline and baseline_nights is None:
-        raise click.UsageError("no baseline: give BASELINE files or --store PATH --baseline-nights N")
+        raise click.UsageError("no baseline: give --baseline FILES or --store PATH --baseline-nights N")
     if not candidate and candidate_nights is None:
         raise click.UsageError("no candidate: give --candidate FILES (or --candidate-nights M with --store)")
     if candidate_nights is not None and baseline_nights is None:
@@ -240,7 +259,7 @@ def compare_command(
         by_night = False
         if baseline_nights is not None:
             hist = store_runs(
-                store or DEFAULT_STORE, source=source, model=model, variant=variant, size=size, clock=clock
+                _store_path(store), source=source, model=model, variant=variant, size=size, clock=clock
             )
             cand_digests = {r.digest for rs in cand_runs.values() for r in rs}
             base_runs: dict[Key, list[Run]] = {}
@@ -350,9 +369,8 @@ def compare_command(
 @click.option(
     "--store",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_STORE,
-    show_default=True,
-    help="History store (SQLite).",
+    default=None,
+    help=f"History store (SQLite) [default: $PARBENCH_STORE or {DEFAULT_STORE}].",
 )
 @click.option("--source", default="host", show_default=True, help="Store source: host or device.")
 @click.option(
@@ -370,7 +388,7 @@ def compare_command(
     show_default=True,
     help="How one run's samples become one number.",
 )
-@click.option("--clock", type=click.Choice(sorted(CLOCKS)), default="wall", show_default=True)
+@click.option("--clock", type=click.Choice(sorted(CLOCK_FIELDS)), default="wall", show_default=True)
 @click.option(
     "--floor",
     type=click.FloatRange(0, min_open=True),
@@ -397,7 +415,7 @@ def history_command(
     model: str,
     variant: str | None,
     size: str | None,
-    store: Path,
+    store: Path | None,
     source: str,
     out_dir: Path,
     run_stat: str,
@@ -412,6 +430,7 @@ def history_command(
     Writes a PNG per variant x size, an HTML page embedding them and a JSON summary to --out,
     and lists every change point (first night of a persistent shift) here.
     """
+    store = _store_path(store)
     try:
         runs = store_runs(store, source=source, model=model, variant=variant, size=size, clock=clock)
         if not runs:

@@ -31,18 +31,14 @@ Parity metrics get the same treatment on a dB scale: cosine similarity as ``-10 
 SNR and PSNR as they are; a drop beyond the floor (default 1 dB) that is also beyond the
 run-to-run noise is a regression.
 
-Library code raises :class:`RegressError` with an actionable message; only the click commands at
-the bottom print.
+Bad input raises :class:`RegressError` with an actionable message; nothing here prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -57,11 +53,10 @@ DEFAULT_RUNS = 7
 DEFAULT_BOOTSTRAP = 2000
 DEFAULT_SEED = 20240601
 DEFAULT_PARITY_FLOOR_DB = 1.0
-DEFAULT_STORE = Path(os.environ.get("PARBENCH_STORE", "reports/history.sqlite"))
 MIN_RUNS = 3
 RUN_STATS = ("median", "mean", "q25", "q10", "min")
-# A run's fastest round: timing noise only ever adds time, and on a shared machine the minimum of a
-# run moved 4% between processes where its median moved 17% (docs/regression.md, the proof).
+# A run's fastest round: timing noise only ever adds time, so the minimum is where two processes
+# running the same code agree best (figures: docs/regression.md, "The rule", step 1).
 DEFAULT_RUN_STAT = "min"
 PARITY_METRICS = ("cosine", "psnr_db", "snr_db")
 _DB_CAP = 200.0
@@ -163,41 +158,13 @@ def _hl_shift(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return 0.5 * (d[..., (n - 1) // 2] + d[..., n // 2])
 
 
-@functools.lru_cache(maxsize=256)
-def _mw_null_cdf(n1: int, n2: int) -> np.ndarray:
-    """Exact null CDF of U = #{(i, j): x_i < y_j} (no ties) for sizes n1 = len(x), n2 = len(y).
-
-    c(m, n, u) counts orderings of m x's and n y's with U = u; the last element is either a y
-    (it is above all m x's: adds m) or an x: c(m, n, u) = c(m, n-1, u-m) + c(m-1, n, u).
-    """
-    size = n1 * n2 + 1
-    prev = [np.zeros(size) for _ in range(n2 + 1)]  # row m - 1, indexed by n
-    for n in range(n2 + 1):
-        prev[n][0] = 1.0  # m = 0: U = 0
-    for m in range(1, n1 + 1):
-        cur = [np.zeros(size) for _ in range(n2 + 1)]
-        cur[0][0] = 1.0
-        for n in range(1, n2 + 1):
-            cur[n] = prev[n].copy()
-            cur[n][m:] += cur[n - 1][: size - m]
-        prev = cur
-    counts = prev[n2]
-    return np.cumsum(counts) / counts.sum()
-
-
 def _mw_pvalue(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided Mann-Whitney p-value: exact for small untied samples, else scipy's."""
+    """Two-sided Mann-Whitney p-value: exact for small untied samples, else scipy's default."""
     z = np.concatenate([x, y])
     if np.ptp(z) == 0:
         return 1.0
-    n1, n2 = len(x), len(y)
-    if n1 + n2 <= 40 and len(np.unique(z)) == n1 + n2:
-        u = int(np.searchsorted(np.sort(x), y).sum())  # pairs with x < y
-        cdf = _mw_null_cdf(n1, n2)
-        lower = cdf[u]
-        upper = 1.0 - (cdf[u - 1] if u > 0 else 0.0)
-        return float(min(1.0, 2.0 * min(lower, upper)))
-    return float(sps.mannwhitneyu(y, x, alternative="two-sided").pvalue)
+    exact = len(z) <= 40 and len(np.unique(z)) == len(z)
+    return float(sps.mannwhitneyu(y, x, alternative="two-sided", method="exact" if exact else "auto").pvalue)
 
 
 def _pooled_sd(x: np.ndarray, y: np.ndarray) -> float:

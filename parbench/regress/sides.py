@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from parbench.errors import RegressError
+from parbench.errors import RecordError, RegressError
+from parbench.records import bench, parity
+from parbench.records.bench import CLOCK_FIELDS, Clock
 from parbench.regress.decide import (
     DEFAULT_ALPHA,
     DEFAULT_BOOTSTRAP,
@@ -35,7 +36,6 @@ from parbench.regress.decide import (
 # inputs: pytest-benchmark JSON files, parity JSON lines, the history store
 
 Key = tuple[str, str, str]  # (model, variant, size)
-_NAME_RE = re.compile(r"\[(?P<model>[A-Za-z0-9_.]+)-(?P<variant>[a-z0-9_]+)-(?P<size>\d+)\]$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,21 +74,7 @@ def _expand(paths: Iterable[str | Path], suffixes: tuple[str, ...]) -> list[Path
     return out
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise RegressError(f"cannot read {path}: {exc}") from exc
-    except ValueError as exc:
-        raise RegressError(
-            f"{path} is not valid JSON ({exc}); give the file written by pytest --benchmark-json=FILE"
-        ) from exc
-
-
-CLOCKS = {"wall": "samples_ns", "cpu": "samples_cpu_ns"}
-
-
-def load_benchmark_runs(paths: Iterable[str | Path], clock: str = "wall") -> list[Run]:
+def load_benchmark_runs(paths: Iterable[str | Path], clock: Clock = "wall") -> list[Run]:
     """Runs from pytest-benchmark JSON files.
 
     Each benchmark entry is one run: parbench's bench suite writes one entry per process with
@@ -97,58 +83,36 @@ def load_benchmark_runs(paths: Iterable[str | Path], clock: str = "wall") -> lis
     from ``stats.data`` (seconds) when absent.  Identical runs given twice count once.
     ``clock="cpu"`` reads ``extra_info.samples_cpu_ns`` (process CPU time of each round) instead.
     """
-    if clock not in CLOCKS:
-        raise RegressError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
+    if clock not in CLOCK_FIELDS:
+        raise RegressError(f"unknown clock {clock!r}; use one of {', '.join(CLOCK_FIELDS)}")
     runs: list[Run] = []
     seen: set[str] = set()
     for path in _expand(paths, (".json",)):
-        doc = _read_json(path)
-        if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-            raise RegressError(
-                f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list); "
-                "write one with pytest bench/ --benchmark-json=FILE"
-            )
-        created = str(doc.get("datetime") or "")
-        commit = str((doc.get("commit_info") or {}).get("id") or "")
-        for i, bench in enumerate(doc["benchmarks"]):
-            name = str(bench.get("name") or f"benchmarks[{i}]")
-            extra = bench.get("extra_info") or {}
-            m = _NAME_RE.search(name)
+        try:
+            doc = bench.read(path)
+        except RecordError as exc:
+            raise RegressError(str(exc)) from exc
+        for i, entry in enumerate(doc.benchmarks):
+            name = entry.name or f"benchmarks[{i}]"
             try:
-                key = (
-                    str(extra["model"]) if "model" in extra else m["model"],  # type: ignore[index]
-                    str(extra["variant"]) if "variant" in extra else m["variant"],  # type: ignore[index]
-                    str(extra["size"]) if "size" in extra else m["size"],
-                )  # type: ignore[index]
-            except TypeError:
-                raise RegressError(
-                    f"{path}: benchmark {name} has no extra_info model/variant/size and its "
-                    "name is not test_...[model-variant-size]; was it written by bench/?"
-                ) from None
-            samples = extra.get(CLOCKS[clock])
-            if samples is None and clock == "cpu":
-                raise RegressError(
-                    f"{path}: benchmark {name} has no extra_info.samples_cpu_ns (CPU time "
-                    "per round); compare it with --clock wall"
-                )
-            if samples is None:
-                data = (bench.get("stats") or {}).get("data")
-                if not data:
+                extra = entry.parbench()
+                if extra is None:
                     raise RegressError(
-                        f"{path}: benchmark {name} has no raw samples (extra_info.samples_ns "
-                        "or stats.data); write it with pytest --benchmark-json=FILE"
+                        f"{path}: benchmark {name} has no extra_info model/variant/size and its "
+                        "name is not test_...[model-variant-size]; give files written by pytest bench/"
                     )
-                samples = [float(s) * 1e9 for s in data]
-            arr = np.asarray(samples, dtype=np.float64)
+                arr = np.asarray(entry.samples(clock), dtype=np.float64)
+            except RecordError as exc:
+                raise RegressError(f"{path}: {exc}") from exc
             if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
                 raise RegressError(f"{path}: benchmark {name} has empty or non-positive samples")
             run = Run(
-                key=key,
+                key=(extra.model, extra.variant, str(extra.size)),
                 samples_ns=arr,
-                origin=f"{path}#{extra.get('run_index', i)}",
+                origin=f"{path}#{entry.extra_info.get('run_index', i)}",
                 night=str(path),
-                created=created,
-                commit=commit,
+                created=doc.datetime or "",
+                commit=doc.commit or "",
             )
             if run.digest in seen:
                 continue
@@ -165,33 +129,19 @@ def load_parity_runs(
     skipped carry no metrics and are left out."""
     out: dict[tuple[Key, str], list[float]] = defaultdict(list)
     for path in _expand(paths, (".jsonl",)):
-        worst: dict[tuple[Key, str], float] = {}
         try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise RegressError(f"cannot read {path}: {exc}") from exc
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                key = (str(rec["model"]), str(rec["variant"]), str(rec["size"]))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RegressError(
-                    f"{path}:{n} is not a parity result line ({exc}); give the "
-                    "reports/parity/*.jsonl files pytest parity/ writes"
-                ) from exc
-            for outputs in (rec.get("metrics") or {}).values():
+            records = parity.read([path])
+        except RecordError as exc:
+            raise RegressError(str(exc)) from exc
+        values: dict[tuple[Key, str], list[float]] = defaultdict(list)
+        for rec in records:
+            key = (rec.model, rec.variant, str(rec.size))
+            for outputs in rec.metrics.values():
                 for metric in metrics:
-                    v = (outputs or {}).get(metric)
-                    if v is None:
-                        continue
-                    db = parity_db(metric, v)
-                    k = (key, metric)
-                    if k not in worst or db < parity_db(metric, worst[k]):
-                        worst[k] = float(v)
-        for k, v in worst.items():
-            out[k].append(v)
+                    if (v := outputs.get(metric)) is not None:
+                        values[(key, metric)].append(v)
+        for (key, metric), vs in values.items():
+            out[(key, metric)].append(float(min(vs, key=lambda v, m=metric: parity_db(m, v))))
     return dict(out)
 
 
@@ -209,7 +159,7 @@ def store_runs(
     model: str | None = None,
     variant: str | None = None,
     size: str | None = None,
-    clock: str = "wall",
+    clock: Clock = "wall",
 ) -> dict[Key, list[Run]]:
     """Runs from the history store, each labelled with its night.
 
@@ -244,7 +194,7 @@ def store_runs(
             if clock == "wall":
                 raw = row["samples_ns"]
             else:  # extra_info keys the store has no column for are kept under "extra"
-                raw = (row.get("extra") or {}).get(CLOCKS[clock])
+                raw = (row.get("extra") or {}).get(CLOCK_FIELDS[clock])
                 if raw is None:
                     raise RegressError(
                         f"stored run {row['run_id']} of {m}-{v}-{s} has no CPU-time samples; use --clock wall"
@@ -368,39 +318,53 @@ def _fmt(v: float | None, spec: str) -> str:
     return "—" if v is None or not math.isfinite(v) else format(v, spec)
 
 
+def _markdown(rows: list[dict[str, str]], right: Sequence[str]) -> str:
+    df = pd.DataFrame(rows)
+    align = ["right" if c in right else "left" for c in df.columns]
+    return df.to_markdown(index=False, colalign=align, disable_numparse=True)
+
+
 def format_table(rows: Sequence[Row], alpha: float = DEFAULT_ALPHA) -> str:
     """The verdict table as GitHub Markdown."""
     conf = f"{(1 - alpha) * 100:g}% CI"
-    lat = [r for r in rows if r.metric == "latency"]
-    par = [r for r in rows if r.metric != "latency"]
-    lines: list[str] = []
+    tables = []
+    lat = [
+        {
+            "model": r.model,
+            "variant": r.variant,
+            "size": r.size,
+            "baseline ms": _fmt(d.baseline, ".3f"),
+            "candidate ms": _fmt(d.candidate, ".3f"),
+            "ratio": _fmt(d.ratio, ".3f"),
+            conf: f"{_fmt(d.ci_low, '.3f')}–{_fmt(d.ci_high, '.3f')}" if d.ci_low is not None else "—",
+            "runs (b/c)": f"{d.n_baseline}/{d.n_candidate}",
+            "verdict": d.label(),
+        }
+        for r in rows
+        if r.metric == "latency"
+        for d in [r.decision]
+    ]
     if lat:
-        lines += [
-            f"| model | variant | size | baseline ms | candidate ms | ratio | {conf} | runs (b/c) | verdict |",
-            "|---|---|---|---:|---:|---:|---|---:|---|",
-        ]
-        for r in lat:
-            d = r.decision
-            ci = f"{_fmt(d.ci_low, '.3f')}–{_fmt(d.ci_high, '.3f')}" if d.ci_low is not None else "—"
-            lines.append(
-                f"| {r.model} | {r.variant} | {r.size} | {_fmt(d.baseline, '.3f')} | "
-                f"{_fmt(d.candidate, '.3f')} | {_fmt(d.ratio, '.3f')} | {ci} | "
-                f"{d.n_baseline}/{d.n_candidate} | {d.label()} |"
-            )
+        tables.append(_markdown(lat, ("baseline ms", "candidate ms", "ratio", "runs (b/c)")))
+    par = [
+        {
+            "model": r.model,
+            "variant": r.variant,
+            "size": r.size,
+            "metric": r.metric,
+            "baseline": _fmt(d.baseline, spec),
+            "candidate": _fmt(d.candidate, spec),
+            "Δ dB": _fmt(d.ratio, "+.2f"),
+            f"{conf} dB": f"{_fmt(d.ci_low, '+.2f')}–{_fmt(d.ci_high, '+.2f')}"
+            if d.ci_low is not None
+            else "—",
+            "runs (b/c)": f"{d.n_baseline}/{d.n_candidate}",
+            "verdict": d.label(),
+        }
+        for r in rows
+        if r.metric != "latency"
+        for d, spec in [(r.decision, ".6f" if r.metric == "cosine" else ".2f")]
+    ]
     if par:
-        if lines:
-            lines.append("")
-        lines += [
-            f"| model | variant | size | metric | baseline | candidate | Δ dB | {conf} dB | runs (b/c) | verdict |",
-            "|---|---|---|---|---:|---:|---:|---|---:|---|",
-        ]
-        for r in par:
-            d = r.decision
-            ci = f"{_fmt(d.ci_low, '+.2f')}–{_fmt(d.ci_high, '+.2f')}" if d.ci_low is not None else "—"
-            spec = ".6f" if r.metric == "cosine" else ".2f"
-            lines.append(
-                f"| {r.model} | {r.variant} | {r.size} | {r.metric} | {_fmt(d.baseline, spec)} | "
-                f"{_fmt(d.candidate, spec)} | {_fmt(d.ratio, '+.2f')} | {ci} | "
-                f"{d.n_baseline}/{d.n_candidate} | {d.label()} |"
-            )
-    return "\n".join(lines)
+        tables.append(_markdown(par, ("baseline", "candidate", "Δ dB", "runs (b/c)")))
+    return "\n\n".join(tables)

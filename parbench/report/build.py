@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from parbench.errors import ReportError
+from parbench.records import parity as parity_records
 from parbench.report.csv_table import write_csv
 from parbench.report.html import write_html
 from parbench.report.load import (
@@ -16,7 +17,6 @@ from parbench.report.load import (
     load_bench,
     load_device,
     load_parity,
-    parity_run_files,
 )
 from parbench.report.markdown import write_markdown
 from parbench.report.tables import (
@@ -70,7 +70,7 @@ def collect(
     else:
         b = find_latest(reports_dir / BENCH_SUBDIR, ".json")
         p = find_latest(reports_dir / PARITY_SUBDIR, ".jsonl")
-        bench_files, parity_files = ([b] if b else []), (parity_run_files(p) if p else [])
+        bench_files, parity_files = ([b] if b else []), (parity_records.run_files(p) if p else [])
     device = load_device(store) if store is not None else None
     if not bench_files and not parity_files and (device is None or device.empty):
         raise ReportError(

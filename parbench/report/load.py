@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,12 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from parbench.errors import ReportError
-from parbench.history.ingest import _NAME_RE
+from parbench.errors import RecordError, ReportError
+from parbench.records import bench, parity
 from parbench.report.tables import BENCH_SUBDIR, PARITY_SUBDIR
-
-# ---------------------------------------------------------------------------------------------
-# loading
 
 
 def find_latest(directory: Path, suffix: str) -> Path | None:
@@ -30,43 +25,19 @@ def find_latest(directory: Path, suffix: str) -> Path | None:
     return max(files, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-_PARITY_RUN_RE = re.compile(r"^(?P<run>\d{8}T\d{6}Z-[0-9a-f]+)(?:-gw\d+)?\.jsonl$")
-
-
-def parity_run_files(newest: Path) -> list[Path]:
-    """All files of the parity run that wrote ``newest``: with pytest-xdist each worker writes
-    ``<run>-gwN.jsonl``."""
-    m = _PARITY_RUN_RE.match(newest.name)
-    if not m:
-        return [newest]
-    return sorted(
-        p
-        for p in newest.parent.glob(f"{m['run']}*.jsonl")
-        if (q := _PARITY_RUN_RE.match(p.name)) and q["run"] == m["run"]
-    )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
-    except ValueError as exc:
-        raise ReportError(
-            f"{path} is not valid JSON ({exc}); pass a pytest-benchmark JSON file or parity JSON lines"
-        ) from exc
-
-
 def classify_results(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     """Split files into (bench JSON, parity JSON lines); directories contribute their newest of
     each kind."""
-    bench: list[Path] = []
-    parity: list[Path] = []
+    bench_files: list[Path] = []
+    parity_files: list[Path] = []
     for path in paths:
         path = Path(path)
         if path.is_dir():
             found = False
-            for sub, suffix, bucket in ((BENCH_SUBDIR, ".json", bench), (PARITY_SUBDIR, ".jsonl", parity)):
+            for sub, suffix, bucket in (
+                (BENCH_SUBDIR, ".json", bench_files),
+                (PARITY_SUBDIR, ".jsonl", parity_files),
+            ):
                 latest = find_latest(path / sub, suffix) or find_latest(path, suffix)
                 if latest is not None:
                     bucket.append(latest)
@@ -76,14 +47,29 @@ def classify_results(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
         elif not path.exists():
             raise ReportError(f"{path} does not exist")
         elif path.suffix == ".jsonl":
-            parity.append(path)
+            parity_files.append(path)
         elif path.suffix == ".json":
-            bench.append(path)
+            bench_files.append(path)
         else:
             raise ReportError(
                 f"{path}: unknown kind of result file; expected a pytest-benchmark .json or parity .jsonl"
             )
-    return bench, parity
+    return bench_files, parity_files
+
+
+_BENCH_COLUMNS = (
+    "model",
+    "variant",
+    "size",
+    "run_index",
+    "threads",
+    "executor",
+    "artifact_bytes",
+    "load_ms",
+    "first_run_ms",
+    "peak_rss_mb",
+    "peak_rss_delta_mb",
+)
 
 
 def load_bench(paths: Sequence[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]], list[str]]:
@@ -92,112 +78,42 @@ def load_bench(paths: Sequence[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]
     machines: list[dict[str, Any]] = []
     notes: list[str] = []
     for path in paths:
-        doc = _read_json(path)
-        if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
-            raise ReportError(
-                f"{path} is not a pytest-benchmark JSON file (no 'benchmarks' list); "
-                "write one with `pytest bench/ --benchmark-json=FILE`"
-            )
+        try:
+            doc = bench.read(path)
+        except RecordError as exc:
+            raise ReportError(str(exc)) from exc
         machines.append(
             {
                 "file": str(path),
-                "datetime": doc.get("datetime"),
-                "machine_info": doc.get("machine_info") or {},
-                "commit_info": doc.get("commit_info") or {},
+                "datetime": doc.datetime,
+                "machine_info": doc.machine_info,
+                "commit_info": doc.commit_info,
             }
         )
-        for i, bench in enumerate(doc["benchmarks"]):
-            extra = dict(bench.get("extra_info") or {})
-            label = bench.get("name") or f"benchmarks[{i}]"
-            m = _NAME_RE.search(bench.get("name") or "")
-            for key in ("model", "variant", "size"):
-                if key not in extra and m:
-                    extra[key] = m[key]
-            if not all(k in extra for k in ("model", "variant", "size")):
-                notes.append(f"{path}: skipped {label}: not a parbench benchmark (no model/variant/size)")
-                continue
-            samples = extra.get("samples_ns")
-            if not samples:
-                data = (bench.get("stats") or {}).get("data")
-                if not data:
-                    notes.append(f"{path}: skipped {label}: no samples (extra_info.samples_ns or stats.data)")
+        for i, entry in enumerate(doc.benchmarks):
+            label = entry.name or f"benchmarks[{i}]"
+            try:
+                extra = entry.parbench()
+                if extra is None:
+                    notes.append(f"{path}: skipped {label}: not a parbench benchmark (no model/variant/size)")
                     continue
-                samples = [s * 1e9 for s in data]
-            rows.append(
-                {
-                    "model": str(extra["model"]),
-                    "variant": str(extra["variant"]),
-                    "size": int(extra["size"]),
-                    "run_index": int(extra.get("run_index") or 0),
-                    "threads": extra.get("threads"),
-                    "executor": extra.get("executor"),
-                    "artifact_bytes": extra.get("artifact_bytes"),
-                    "load_ms": extra.get("load_ms"),
-                    "first_run_ms": extra.get("first_run_ms"),
-                    "peak_rss_mb": extra.get("peak_rss_mb"),
-                    "peak_rss_delta_mb": extra.get("peak_rss_delta_mb"),
-                    "samples_ns": np.asarray(samples, dtype=np.float64),
-                    "file": str(path),
-                }
-            )
-    return (
-        pd.DataFrame(
-            rows,
-            columns=[
-                "model",
-                "variant",
-                "size",
-                "run_index",
-                "threads",
-                "executor",
-                "artifact_bytes",
-                "load_ms",
-                "first_run_ms",
-                "peak_rss_mb",
-                "peak_rss_delta_mb",
-                "samples_ns",
-                "file",
-            ],
-        ),
-        machines,
-        notes,
-    )
+                samples = entry.samples("wall")
+            except RecordError as exc:
+                notes.append(f"{path}: skipped {label}: {exc}")
+                continue
+            row = {k: getattr(extra, k) for k in _BENCH_COLUMNS}
+            rows.append({**row, "samples_ns": np.asarray(samples, dtype=np.float64), "file": str(path)})
+    return pd.DataFrame(rows, columns=[*_BENCH_COLUMNS, "samples_ns", "file"]), machines, notes
 
 
 def load_parity(paths: Sequence[Path]) -> pd.DataFrame:
-    """One row per parity case; a later line for the same model x variant x size wins."""
-    rows: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise ReportError(f"cannot read {path}: {exc}") from exc
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as exc:
-                raise ReportError(f"{path}:{n} is not a JSON line ({exc})") from exc
-            missing = [k for k in ("model", "variant", "size", "verdict") if k not in rec]
-            if missing:
-                raise ReportError(
-                    f"{path}:{n}: parity record lacks {missing}; is this a parity "
-                    "results file (reports/parity/*.jsonl)?"
-                )
-            rows.append(
-                {
-                    "model": str(rec["model"]),
-                    "variant": str(rec["variant"]),
-                    "size": int(rec["size"]),
-                    "verdict": str(rec["verdict"]),
-                    "metrics": rec.get("metrics") or {},
-                    "message": rec.get("message") or "",
-                    "executor": rec.get("executor"),
-                }
-            )
-    df = pd.DataFrame(rows, columns=["model", "variant", "size", "verdict", "metrics", "message", "executor"])
-    return df.drop_duplicates(["model", "variant", "size"], keep="last").reset_index(drop=True)
+    """One row per parity case; a later record for the same model x variant x size wins."""
+    try:
+        records = parity.latest(parity.read(paths))
+    except RecordError as exc:
+        raise ReportError(str(exc)) from exc
+    columns = ["model", "variant", "size", "verdict", "metrics", "message", "executor"]
+    return pd.DataFrame([{c: getattr(r, c) for c in columns} for r in records], columns=columns)
 
 
 def load_device(store_path: Path) -> pd.DataFrame:

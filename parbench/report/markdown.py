@@ -1,10 +1,9 @@
-"""latency.md"""
+"""latency.md: a table per model and the parity overview (DataFrame.to_markdown)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -22,20 +21,16 @@ def _parity_matrix(parity: pd.DataFrame) -> pd.DataFrame:
     return m
 
 
-def _md_escape(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _md_cell(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_table(df: pd.DataFrame, index_name: str, right: Sequence[str] = ()) -> str:
-    """GitHub Markdown table; ``right``: columns aligned right (numbers)."""
-    header = [index_name, *map(str, df.columns)]
-    lines = [
-        "| " + " | ".join(map(_md_escape, header)) + " |",
-        "|" + "|".join(["---"] + ["---:" if c in right else "---" for c in df.columns]) + "|",
-    ]
-    for idx, row in df.iterrows():
-        lines.append("| " + " | ".join(_md_escape(x) for x in [idx, *row.tolist()]) + " |")
-    return "\n".join(lines)
+    """GitHub Markdown table of ``df`` and its index; ``right``: columns aligned right (numbers)."""
+    cells = df.rename_axis(index_name).reset_index()
+    align = ["right" if c in right else "left" for c in cells.columns]
+    cells = cells.map(_md_cell).rename(columns=_md_cell)
+    return cells.to_markdown(index=False, colalign=align, disable_numparse=True)
 
 
 def _sources_lines(rep: Report) -> list[str]:

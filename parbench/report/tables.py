@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from parbench.run.timing import quantiles_ns
 
 DEFAULT_REPORTS_DIR = Path("reports")
 BENCH_SUBDIR = "bench"  # reports/bench/<UTC timestamp>.json
@@ -60,7 +61,6 @@ VERDICT_MEANING = {
     "skip": "not run here (backend unavailable)",
     "none": "no parity result",
 }
-_NAME_RE = re.compile(r"\[(?P<model>[A-Za-z0-9_]+)-(?P<variant>[A-Za-z0-9_]+)-(?P<size>\d+)\]$")
 _KEY_METRICS = ("cosine", "max_abs", "rel_l2", "psnr_db", "snr_db", "top1_agree")
 
 
@@ -72,9 +72,11 @@ def _variant_rank(v: str) -> tuple[int, str]:
     return (VARIANT_ORDER.index(v), v) if v in VARIANT_ORDER else (len(VARIANT_ORDER), v)
 
 
-def _quartiles(samples: np.ndarray) -> tuple[float, float, float]:
-    q1, med, q3 = np.percentile(samples, [25, 50, 75])
-    return float(q1), float(med), float(q3)
+def _quartiles_ms(samples_ns: Sequence[np.ndarray]) -> tuple[float, float, float, int]:
+    """(q1, median, q3) in ms of the pooled samples, and how many there are."""
+    pooled = np.concatenate([np.asarray(s, dtype=np.float64) for s in samples_ns])
+    q1, med, q3 = quantiles_ns(pooled.tolist())
+    return q1 / 1e6, med / 1e6, q3 / 1e6, int(pooled.size)
 
 
 def _first_valid(values: Iterable[Any]) -> Any:
@@ -101,8 +103,7 @@ def summarize(bench: pd.DataFrame, device: pd.DataFrame | None = None) -> pd.Dat
         for (model, variant, size, threads), g in bench.groupby(
             ["model", "variant", "size", "threads"], dropna=False, sort=False
         ):
-            pooled = np.concatenate(list(g["samples_ns"])) / 1e6
-            q1, med, q3 = _quartiles(pooled)
+            q1, med, q3, n = _quartiles_ms(list(g["samples_ns"]))
             form = variant if threads_per_model[model] <= 1 else f"{variant} ({threads}t)"
             rows.append(
                 {
@@ -117,7 +118,7 @@ def summarize(bench: pd.DataFrame, device: pd.DataFrame | None = None) -> pd.Dat
                     "q1_ms": q1,
                     "q3_ms": q3,
                     "iqr_ms": q3 - q1,
-                    "n_samples": int(pooled.size),
+                    "n_samples": n,
                     "runs": int(g["run_index"].nunique()),
                     "load_ms": _median_of(g["load_ms"]),
                     "first_run_ms": _median_of(g["first_run_ms"]),
@@ -132,7 +133,7 @@ def summarize(bench: pd.DataFrame, device: pd.DataFrame | None = None) -> pd.Dat
             ["device_model", "compute_units", "model", "variant", "size"], dropna=False, sort=False
         ):
             label = f"{dev} / {cu}" if isinstance(cu, str) and cu else str(dev)
-            samples = [np.asarray(s, dtype=np.float64) for s in g["samples_ns"] if s]
+            samples = [s for s in g["samples_ns"] if s]
             base = {
                 "model": model,
                 "form": variant,
@@ -151,9 +152,8 @@ def summarize(bench: pd.DataFrame, device: pd.DataFrame | None = None) -> pd.Dat
                 "executor": _first_valid(g["executor"]) or _first_valid(g["runtime_name"]),
             }
             if samples:
-                pooled = np.concatenate(samples) / 1e6
-                q1, med, q3 = _quartiles(pooled)
-                base.update(median_ms=med, q1_ms=q1, q3_ms=q3, iqr_ms=q3 - q1, n_samples=int(pooled.size))
+                q1, med, q3, n = _quartiles_ms(samples)
+                base.update(median_ms=med, q1_ms=q1, q3_ms=q3, iqr_ms=q3 - q1, n_samples=n)
             else:
                 errors = [e for e in g["error"] if e]
                 base.update(

@@ -178,21 +178,15 @@ def time_call(fn: Callable[[], T]) -> tuple[T, int]:
     return result, time.perf_counter_ns() - t0
 
 
-def quantiles_ns(samples: Sequence[int]) -> tuple[float, float, float]:
-    """(q1, median, q3) of the samples, linear interpolation (numpy's default)."""
+def quantiles_ns(samples: Sequence[float]) -> tuple[float, float, float]:
+    """(q1, median, q3) of the samples, interpolated linearly between order statistics (numpy's
+    default method; pytest-benchmark's own q1/q3 use another one)."""
     if not samples:
         raise ValueError("no samples")
-    data = sorted(samples)
-    if len(data) == 1:
-        return float(data[0]), float(data[0]), float(data[0])
-
-    def q(p: float) -> float:
-        pos = p * (len(data) - 1)
-        lo = math.floor(pos)
-        hi = min(lo + 1, len(data) - 1)
-        return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-    return q(0.25), q(0.5), q(0.75)
+    if len(samples) == 1:
+        return float(samples[0]), float(samples[0]), float(samples[0])
+    q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return float(q1), float(med), float(q3)
 
 
 @dataclasses.dataclass
