@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from parbench.errors import ReportError
-from parbench.history.ingest import _NAME_RE
+from parbench.records.ids import CaseKey
 from parbench.report.tables import BENCH_SUBDIR, PARITY_SUBDIR
 
 # ---------------------------------------------------------------------------------------------
@@ -109,10 +109,10 @@ def load_bench(paths: Sequence[Path]) -> tuple[pd.DataFrame, list[dict[str, Any]
         for i, bench in enumerate(doc["benchmarks"]):
             extra = dict(bench.get("extra_info") or {})
             label = bench.get("name") or f"benchmarks[{i}]"
-            m = _NAME_RE.search(bench.get("name") or "")
+            case = CaseKey.parse(bench.get("name") or "")
             for key in ("model", "variant", "size"):
-                if key not in extra and m:
-                    extra[key] = m[key]
+                if key not in extra and case:
+                    extra[key] = getattr(case, key)
             if not all(k in extra for k in ("model", "variant", "size")):
                 notes.append(f"{path}: skipped {label}: not a parbench benchmark (no model/variant/size)")
                 continue
