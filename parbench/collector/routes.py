@@ -67,6 +67,8 @@ def declare_auth(credentials: Annotated[HTTPAuthorizationCredentials | None, Dep
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
+ServedOrNone = Annotated[FixtureView | None, Depends(get_fixtures)]
+Served = Annotated[FixtureView, Depends(need_fixtures)]
 
 # -- documented error answers ------------------------------------------------------------------
 
@@ -95,7 +97,7 @@ ROUTERS = (service, fixtures, runs)
 
 
 @service.get("/health", response_model=Health)
-def health(store: StoreDep, served: Annotated[FixtureView | None, Depends(get_fixtures)]) -> Health:
+def health(store: StoreDep, served: ServedOrNone) -> Health:
     return Health(
         status="ok",
         api_version=API_VERSION,
@@ -116,7 +118,7 @@ def health(store: StoreDep, served: Annotated[FixtureView | None, Depends(get_fi
         **{k: v for k, v in _ERRORS.items() if k in (401, 404)},
     },
 )
-def manifest(served: Annotated[FixtureView, Depends(need_fixtures)]) -> Response:
+def manifest(served: Served) -> Response:
     served.refresh()
     return Response(
         served.manifest_bytes, media_type="application/json", headers={"ETag": f'"{served.manifest_sha256}"'}
@@ -134,7 +136,7 @@ def manifest(served: Annotated[FixtureView, Depends(need_fixtures)]) -> Response
         **_FILE_ERRORS,
     },
 )
-def fixture_file(path: str, served: Annotated[FixtureView, Depends(need_fixtures)]) -> FileResponse:
+def fixture_file(path: str, served: Served) -> FileResponse:
     file = served.resolve(path)
     headers = {"X-Parbench-Sha256": file.sha256}
     if file.archive:
@@ -165,12 +167,7 @@ def put_run(run_id: RunId, body: RunIn, response: Response, store: StoreDep) -> 
 
 
 @runs.post("/{run_id}/results", response_model=StoredCounts)
-def post_results(
-    run_id: RunId,
-    body: ResultsIn,
-    store: StoreDep,
-    served: Annotated[FixtureView | None, Depends(get_fixtures)],
-) -> StoredCounts:
+def post_results(run_id: RunId, body: ResultsIn, store: StoreDep, served: ServedOrNone) -> StoredCounts:
     if served is not None:
         served.refresh()
         for i, r in enumerate(body.results):

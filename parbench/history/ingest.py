@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from parbench._util.hashing import sha256_file
 from parbench.errors import DeviceError, RecordError, StoreError
@@ -155,8 +155,6 @@ def ingest_benchmark_json(store: Store, path: str | Path, run_id: str | None = N
 # ---------------------------------------------------------------------------------------------
 # device runs: result documents, from files, folders of attachments and .xcresult bundles
 
-_RESULTS = TypeAdapter(list[ResultIn])
-
 
 @dataclasses.dataclass
 class ResultDocument:
@@ -173,17 +171,20 @@ def _looks_like_result_doc(doc: Any) -> bool:
 
 
 def _result_document(doc: dict[str, Any], origin: str) -> ResultDocument:
-    run = doc["run"]
-    where = "run"
+    run, results = doc["run"], doc["results"]
+    if not isinstance(run, dict) or not isinstance(results, list):
+        raise DeviceError(f"{origin}: a result document has 'run' (an object) and 'results' (a list)")
     try:
-        if not isinstance(run, dict):
-            raise DeviceError(f"{origin}: 'run' must be an object of run metadata, got {type(run).__name__}")
         stored = StoredRun.model_validate({**run, "run_id": doc["run_id"]})
-        where = "results"
-        results = _RESULTS.validate_python(doc["results"])
     except ValidationError as exc:
-        raise DeviceError(f"{origin}: {where}: {describe(exc)}") from None
-    return ResultDocument(origin, stored, results)
+        raise DeviceError(f"{origin}: run: {describe(exc)}") from None
+    checked = []
+    for i, result in enumerate(results):
+        try:
+            checked.append(ResultIn.model_validate(result))
+        except ValidationError as exc:
+            raise DeviceError(f"{origin}: results[{i}]: {describe(exc)}") from None
+    return ResultDocument(origin, stored, checked)
 
 
 def _export_xcresult(bundle: Path, dest: Path) -> None:
@@ -206,6 +207,18 @@ def _export_xcresult(bundle: Path, dest: Path) -> None:
         )
 
 
+def _json_files(folder: Path) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every JSON file under ``folder``, zips opened."""
+    found: list[tuple[str, bytes]] = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix == ".json" and p.is_file():
+            found.append((str(p), p.read_bytes()))
+        elif p.suffix == ".zip" and p.is_file():
+            with zipfile.ZipFile(p) as z:
+                found += [(f"{p}!{n}", z.read(n)) for n in z.namelist() if n.endswith(".json")]
+    return found
+
+
 def load_result_docs(path: Path | str) -> list[ResultDocument]:
     """Result documents from a runner JSON file, a folder of exported attachments (JSON files,
     searched recursively; zips are opened), or an .xcresult bundle (macOS: via xcresulttool).
@@ -217,16 +230,7 @@ def load_result_docs(path: Path | str) -> list[ResultDocument]:
         with tempfile.TemporaryDirectory(prefix="parbench-xcresult-") as tmp:
             _export_xcresult(path, Path(tmp))
             return load_result_docs(Path(tmp))
-    candidates: list[tuple[str, bytes]] = []
-    if path.is_file():
-        candidates.append((str(path), path.read_bytes()))
-    else:
-        for p in sorted(path.rglob("*")):
-            if p.suffix == ".json" and p.is_file():
-                candidates.append((str(p), p.read_bytes()))
-            elif p.suffix == ".zip" and p.is_file():
-                with zipfile.ZipFile(p) as z:
-                    candidates += [(f"{p}!{n}", z.read(n)) for n in z.namelist() if n.endswith(".json")]
+    candidates = [(str(path), path.read_bytes())] if path.is_file() else _json_files(path)
     docs = []
     for name, data in candidates:
         try:

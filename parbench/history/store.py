@@ -96,6 +96,9 @@ RUNS_TABLE_COLUMNS = (
 )
 _RUN_FLAT_COLUMNS = ",\n    ".join(f"{c} TEXT" for c in _RUN_FLAT)
 _N_RESULTS = "(SELECT COUNT(*) FROM results WHERE results.run_id = runs.run_id) AS n_results"
+# A result's key within its run.  compute_units may be NULL, which must not defeat uniqueness.
+_KEY = ("model", "variant", "size", "case", "compute_units", "run_index")
+_KEY_SQL = ", ".join(f"COALESCE({k}, '')" if k == "compute_units" else f'"{k}"' for k in _KEY)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -122,20 +125,15 @@ CREATE TABLE IF NOT EXISTS results (
     content_sha256  TEXT NOT NULL,
     received_utc    TEXT NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results
-    (run_id, model, variant, size, "case", COALESCE(compute_units, ''), run_index);
+CREATE UNIQUE INDEX IF NOT EXISTS results_key ON results (run_id, {_KEY_SQL});
 CREATE INDEX IF NOT EXISTS results_mvs ON results (model, variant, size);
 CREATE INDEX IF NOT EXISTS runs_created ON runs (created_utc);
 """
 
 
-def _quoted(names: Iterable[str]) -> str:
-    return ", ".join(f'"{n}"' for n in names)
-
-
 def _insert(table: str, row: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    sql = f"INSERT INTO {table} ({_quoted(row)}) VALUES ({', '.join('?' * len(row))})"
-    return sql, tuple(row.values())
+    columns = ", ".join(f'"{c}"' for c in row)
+    return f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})", tuple(row.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,9 +417,7 @@ class Store:
             where = _result_where(i, res)
             content = _validate(ResultIn, res, where).model_dump()
             sha = sha256_text(_dumps(content, where))
-            key = tuple(
-                content[k] for k in ("model", "variant", "size", "case", "compute_units", "run_index")
-            )
+            key = tuple(content[k] for k in _KEY)
             if key in seen and seen[key] != sha:
                 raise RunConflictError(
                     f"results[{i}] repeats the key {key} of an earlier result in the "
@@ -437,9 +433,8 @@ class Store:
                 raise RunNotFoundError(f"run {run_id} does not exist; create it first (put_run / PUT run)")
             for i, (columns, samples, key, sha) in enumerate(prepared):
                 old = conn.execute(
-                    "SELECT content_sha256 FROM results WHERE run_id = ? AND model = ? AND variant = ? "
-                    "AND size = ? AND \"case\" = ? AND COALESCE(compute_units, '') = ? AND run_index = ?",
-                    (run_id, key[0], key[1], key[2], key[3], key[4] or "", key[5]),
+                    f"SELECT content_sha256 FROM results WHERE (run_id, {_KEY_SQL}) = (?{', ?' * len(key)})",
+                    (run_id, *("" if v is None else v for v in key)),
                 ).fetchone()
                 if old is not None:
                     if old[0] != sha:

@@ -24,6 +24,7 @@ from parbench.history.store import (
     StoreError,
     StoreVersionError,
 )
+from parbench.records.device import RESULT_FIELDS, ResultOut, RunSummary
 
 
 def _run(run_id: str, **over) -> dict:
@@ -156,6 +157,18 @@ def test_results_table_keeps_json_columns_with_some_nulls(tmp_path: Path) -> Non
     assert df.loc[1, "metrics"] is None and df.loc[1, "extra"] is None and df.loc[1, "samples_ns"] == []
     runs = store.runs()
     assert runs.loc[0, "fixture_set"] == {"manifest_sha256": "0" * 64}
+
+
+def test_what_the_store_returns_is_what_the_api_declares(tmp_path: Path) -> None:
+    """The API's output types list what the store returns: a result's posted fields (the record's)
+    and the store's own; a run's metadata and its state."""
+    store = Store(tmp_path / "h.sqlite")
+    store.put_run(_run("dev-run-0001"))
+    store.put_results("dev-run-0001", [make_result(0)])
+    [result] = store.run_results("dev-run-0001")
+    assert list(result)[: len(RESULT_FIELDS)] == list(RESULT_FIELDS)
+    assert set(result) == set(ResultOut.model_fields)
+    assert set(store.get_run("dev-run-0001")) == set(RunSummary.model_fields)
 
 
 def test_complete_run(tmp_path: Path) -> None:
