@@ -83,6 +83,7 @@ def test_e_divisive_is_deterministic() -> None:
 
 @pytest.fixture()
 def history(tmp_path: Path) -> tuple[Path, list[Path]]:
+    from parbench.history.ingest import ingest_benchmark_json
     from parbench.history.store import Store
 
     db = tmp_path / "history.sqlite"
@@ -96,7 +97,7 @@ def history(tmp_path: Path) -> tuple[Path, list[Path]]:
                 commit=f"{night:02d}" * 20,
             )
             f = write_doc(tmp_path / f"night{night:02d}.json", doc)
-            store.ingest_benchmark_json(f)
+            ingest_benchmark_json(store, f)
             files.append(f)
     return db, files
 
@@ -153,6 +154,7 @@ def test_compare_against_pooled_recent_nights(history: tuple[Path, list[Path]], 
 
 
 def test_candidate_nights_are_not_in_the_baseline(tmp_path: Path) -> None:
+    from parbench.history.ingest import ingest_benchmark_json
     from parbench.history.store import Store
 
     db = tmp_path / "h.sqlite"
@@ -163,7 +165,7 @@ def test_candidate_nights_are_not_in_the_baseline(tmp_path: Path) -> None:
             doc = bench_doc(
                 runs, stamp=f"2026-03-{night + 1:02d}T02:00:00+00:00", cpu_runs=[r * 0.9 for r in runs]
             )
-            store.ingest_benchmark_json(write_doc(tmp_path / f"n{night}.json", doc))
+            ingest_benchmark_json(store, write_doc(tmp_path / f"n{night}.json", doc))
     res = CliRunner().invoke(
         compare_command, ["--store", str(db), "--baseline-nights", "3", "--candidate-nights", "1"]
     )

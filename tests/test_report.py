@@ -183,7 +183,7 @@ def test_device_results_become_their_own_columns(bench_json: Path, tmp_path: Pat
                 "machine": {},
                 "env": {},
                 "device": {"model": "iPhone15,2", "os": "iOS 18.1"},
-                "runtime": {"name": "coreml"},
+                "runtime": {"name": "coreml", "version": "8.0"},
             }
         )
         store.put_results(
@@ -194,6 +194,7 @@ def test_device_results_become_their_own_columns(bench_json: Path, tmp_path: Pat
                     "variant": "coreml_fp16",
                     "size": 224,
                     "compute_units": "cpuOnly",
+                    "executor": "coreml",
                     "load_ms": 12.0,
                     "first_run_ms": 30.0,
                     "samples_ns": [4_000_000, 5_000_000, 6_000_000],
@@ -203,6 +204,7 @@ def test_device_results_become_their_own_columns(bench_json: Path, tmp_path: Pat
                     "variant": "torchscript",
                     "size": 224,
                     "compute_units": "cpuOnly",
+                    "executor": "libtorch",
                     "load_ms": 12.0,
                     "first_run_ms": 30.0,
                     "samples_ns": [8_000_000, 9_000_000],

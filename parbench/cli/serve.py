@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 
 from parbench.collector.app import API_PREFIX, DEFAULT_MAX_BODY_MB, create_app
-from parbench.collector.fixtures_view import FixtureServeError
-from parbench.history.store import StoreError
+from parbench.errors import ParbenchError
 
 
 @click.command("serve")
@@ -59,13 +58,11 @@ def serve_command(
     """Run the collector that device runners talk to (API: docs/collector-api.md)."""
     import uvicorn
 
-    from parbench.history.store import StoreVersionError
-
     if token is None:
         token = secrets.token_urlsafe(24)
     try:
         app = create_app(store_path, token, fixtures_dir, max_body_bytes=max_body_mb << 20)
-    except (StoreError, StoreVersionError, FixtureServeError, ValueError) as exc:
+    except (ParbenchError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     shown = f"[{host}]" if ":" in host else host
     click.echo(

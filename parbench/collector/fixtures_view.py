@@ -1,5 +1,6 @@
-"""The fixture set a collector serves: its manifest, which paths may be served, and zips of
-folder artifacts (.mlpackage), made once and cached by content."""
+"""The fixture set a collector serves: its manifest (the typed :class:`FixtureManifest`), which
+paths may be served, which results it knows, and zips of folder artifacts (.mlpackage), made once
+and cached by content."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from parbench.errors import FixtureError
+from parbench.errors import FixtureError, ParbenchError
 from parbench.records import manifest as records_manifest
-from parbench.records.manifest import FixtureManifest
+from parbench.records.manifest import MANIFEST, FixtureManifest
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-class FixtureServeError(Exception):
+class FixtureServeError(ParbenchError):
     """A fixture set cannot be served, or a requested path cannot; `status` is the HTTP code."""
 
     def __init__(self, message: str, status: int = 404, code: str = "not_found") -> None:
@@ -73,7 +74,7 @@ class FixtureView:
         self._reload()
 
     def _reload(self) -> None:
-        path = self.root / "manifest.json"
+        path = self.root / MANIFEST
         try:
             st = path.stat()
         except OSError:
@@ -83,10 +84,12 @@ class FixtureView:
             return
         manifest = load_manifest(self.root)
         raw = path.read_bytes()
-        allowed: set[str] = set(manifest.tensors)
-        for entry in manifest.models.values():
-            for artifacts in entry.artifacts.values():
-                allowed.update(a.path for a in artifacts)
+        allowed = set(manifest.tensors) | {
+            a.path
+            for entry in manifest.models.values()
+            for listed in entry.artifacts.values()
+            for a in listed
+        }
         self.manifest, self.manifest_bytes, self.allowed = manifest, raw, allowed
         self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
         self._stamp = stamp
@@ -105,13 +108,12 @@ class FixtureView:
         sizes = sorted({c.size for c in entry.cases})
         if size not in sizes:
             return f"size {size} is not a fixture size of {model!r} (sizes: {sizes})"
-        artifacts = entry.artifacts
-        if variant not in artifacts:
+        if variant not in entry.artifacts:
             return (
                 f"variant {variant!r} has no artifact for {model!r} in the served fixture set "
-                f"(variants: {', '.join(sorted(artifacts)) or 'none'})"
+                f"(variants: {', '.join(sorted(entry.artifacts)) or 'none'})"
             )
-        if not any(a.sizes is None or size in a.sizes for a in artifacts[variant]):
+        if entry.artifact_for(variant, size) is None:
             return f"no {variant!r} artifact of {model!r} serves size {size}"
         if case != "all":
             cases = {c.id: c.size for c in entry.cases}

@@ -1,32 +1,190 @@
-"""Ingestion into the history store: pytest-benchmark files, device result documents and .xcresult bundles."""
+"""Ingestion into the history store: pytest-benchmark files (host runs), and the result documents of
+the device runner (its ``--out`` file, the iOS runner's attachments, an ``.xcresult`` bundle).
+
+Files are read through their record types (:mod:`parbench.records.bench`,
+:mod:`parbench.records.device`); the store knows no file format.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import platform
-import re
 import shutil
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from parbench.errors import DeviceError, StoreError
+from pydantic import ValidationError
+
+from parbench._util.hashing import sha256_file
+from parbench.errors import DeviceError, RecordError, StoreError
+from parbench.history.store import Store
+from parbench.records import bench
+from parbench.records._base import describe
+from parbench.records.device import ResultIn, StoredRun
 
 # ---------------------------------------------------------------------------------------------
-# import from an .xcresult bundle (or its exported attachments)
+# host runs: pytest-benchmark files
+
+# extra_info keys that become result columns; the rest is kept under the result's "extra".
+_EXTRA_TO_COLUMN = {
+    "model",
+    "variant",
+    "size",
+    "threads",
+    "executor",
+    "load_ms",
+    "first_run_ms",
+    "samples_ns",
+    "run_index",
+    "compile_ms",
+    "warmup_rounds",
+    "case",
+    "peak_rss_mb",
+    "source",
+}
 
 
-def _is_result_doc(doc: Any) -> bool:
-    return (
-        isinstance(doc, dict)
-        and isinstance(doc.get("run_id"), str)
-        and isinstance(doc.get("run"), dict)
-        and isinstance(doc.get("results"), list)
-    )
+def benchmark_run(doc: bench.BenchDocument, run_id: str) -> StoredRun:
+    """The host run a benchmark document describes (machine, Python, commit)."""
+    machine_info = doc.machine_info
+    cpu = machine_info.get("cpu") or {}
+    created = doc.datetime
+    if created is None:
+        raise RecordError("no 'datetime' field; is it a pytest-benchmark JSON file?")
+    if created.endswith("+00:00"):
+        created = created.removesuffix("+00:00") + "Z"
+    python = machine_info.get("python_version")
+    env = {
+        "python": python,
+        "pytest-benchmark": doc.version,
+        "commit_dirty": None if "dirty" not in doc.commit_info else str(doc.commit_info["dirty"]).lower(),
+        "branch": doc.commit_info.get("branch"),
+    }
+    run = {
+        "run_id": run_id,
+        "source": "host",
+        "created_utc": created,
+        "machine": {
+            "cpu": cpu.get("brand_raw") or machine_info.get("processor"),
+            "os": " ".join(str(x) for x in (machine_info.get("system"), machine_info.get("release")) if x),
+            "threads": cpu.get("count"),
+            "node": machine_info.get("node"),
+            "arch": machine_info.get("machine"),
+            "python": python,
+            "machine_info": machine_info,
+        },
+        "device": None,
+        "runtime": {"name": "host", "version": python or "unknown"},
+        "commit": doc.commit,
+        "env": {k: str(v) for k, v in env.items() if v is not None},
+        "fixture_set": None,
+    }
+    try:
+        return StoredRun.model_validate(run)
+    except ValidationError as exc:
+        raise RecordError(f"its run metadata cannot be stored ({describe(exc)})") from None
+
+
+def benchmark_results(doc: bench.BenchDocument) -> list[dict[str, Any]]:
+    """One result per benchmark, every one written by parbench's bench suite."""
+    cases = list(doc.cases())
+    if len(cases) != len(doc.benchmarks):
+        known = {id(entry) for entry, _ in cases}
+        entry = next(e for e in doc.benchmarks if id(e) not in known)
+        raise RecordError(
+            f"benchmark {entry.fullname or entry.name} has no model/variant/size in extra_info and "
+            "its name is not test_...[MODEL-VARIANT-SIZE]; it was not written by parbench's bench/"
+        )
+    results = []
+    for entry, extra in cases:
+        given = entry.extra_info
+        kept = {k: v for k, v in given.items() if k not in _EXTRA_TO_COLUMN}
+        kept["benchmark"] = entry.fullname or entry.name
+        results.append(
+            {
+                "model": extra.model,
+                "variant": extra.variant,
+                "size": extra.size,
+                "case": given.get("case", "all"),
+                "run_index": extra.run_index,
+                "threads": extra.threads,
+                "executor": extra.executor,
+                "load_ms": extra.load_ms,
+                "compile_ms": given.get("compile_ms"),
+                "first_run_ms": extra.first_run_ms,
+                # parbench's own samples as written, else pytest-benchmark's (seconds, rounded)
+                "samples_ns": extra.samples_ns or [max(1, round(s)) for s in entry.samples()],
+                "warmup_rounds": entry.warmup_rounds(),
+                "peak_memory_mb": extra.peak_rss_mb,
+                "extra": kept,
+            }
+        )
+    return results
+
+
+def ingest_benchmark_json(store: Store, path: str | Path, run_id: str | None = None) -> str:
+    """Store a pytest-benchmark JSON file (``--benchmark-json``) as one host run; returns its id.
+
+    Each benchmark's ``extra_info`` carries parbench's fields (model, variant, size, threads,
+    executor, load_ms, first_run_ms, peak_rss_mb, samples_ns, run_index, ...); the fields the
+    store has no column for are kept under the result's ``extra``.  The default run id derives from
+    the file's bytes, so ingesting a file twice stores nothing new; a file that an older parbench
+    already stored under that id keeps the run metadata stored then.
+    """
+    path = Path(path)
+    try:
+        doc = bench.read(path)
+        derived = "host-" + sha256_file(path)[:24]
+        run = benchmark_run(doc, run_id or derived)
+        results = benchmark_results(doc)
+    except RecordError as exc:
+        raise StoreError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+    if run_id is None and store.get_run(derived) is not None:
+        # The id names this file's bytes: it is stored already, whatever metadata mapping made it.
+        store.put_results(derived, results)
+        return derived
+    store.put_run(run)
+    store.put_results(run.run_id, results)
+    return run.run_id
+
+
+# ---------------------------------------------------------------------------------------------
+# device runs: result documents, from files, folders of attachments and .xcresult bundles
+
+
+@dataclasses.dataclass
+class ResultDocument:
+    """What the device runner writes (``--out FILE``) and the iOS runner attaches: one run and
+    some of its results."""
+
+    origin: str
+    run: StoredRun
+    results: list[ResultIn]
+
+
+def _looks_like_result_doc(doc: Any) -> bool:
+    return isinstance(doc, dict) and {"run_id", "run", "results"} <= doc.keys()
+
+
+def _result_document(doc: dict[str, Any], origin: str) -> ResultDocument:
+    run, results = doc["run"], doc["results"]
+    if not isinstance(run, dict) or not isinstance(results, list):
+        raise DeviceError(f"{origin}: a result document has 'run' (an object) and 'results' (a list)")
+    try:
+        stored = StoredRun.model_validate({**run, "run_id": doc["run_id"]})
+    except ValidationError as exc:
+        raise DeviceError(f"{origin}: run: {describe(exc)}") from None
+    checked = []
+    for i, result in enumerate(results):
+        try:
+            checked.append(ResultIn.model_validate(result))
+        except ValidationError as exc:
+            raise DeviceError(f"{origin}: results[{i}]: {describe(exc)}") from None
+    return ResultDocument(origin, stored, checked)
 
 
 def _export_xcresult(bundle: Path, dest: Path) -> None:
@@ -49,9 +207,22 @@ def _export_xcresult(bundle: Path, dest: Path) -> None:
         )
 
 
-def load_result_docs(path: Path | str) -> list[dict[str, Any]]:
+def _json_files(folder: Path) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every JSON file under ``folder``, zips opened."""
+    found: list[tuple[str, bytes]] = []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix == ".json" and p.is_file():
+            found.append((str(p), p.read_bytes()))
+        elif p.suffix == ".zip" and p.is_file():
+            with zipfile.ZipFile(p) as z:
+                found += [(f"{p}!{n}", z.read(n)) for n in z.namelist() if n.endswith(".json")]
+    return found
+
+
+def load_result_docs(path: Path | str) -> list[ResultDocument]:
     """Result documents from a runner JSON file, a folder of exported attachments (JSON files,
-    searched recursively; zips are opened), or an .xcresult bundle (macOS: via xcresulttool)."""
+    searched recursively; zips are opened), or an .xcresult bundle (macOS: via xcresulttool).
+    In a folder, JSON files that are not result documents are passed over."""
     path = Path(path)
     if not path.exists():
         raise DeviceError(f"{path} does not exist")
@@ -59,16 +230,7 @@ def load_result_docs(path: Path | str) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="parbench-xcresult-") as tmp:
             _export_xcresult(path, Path(tmp))
             return load_result_docs(Path(tmp))
-    candidates: list[tuple[str, bytes]] = []
-    if path.is_file():
-        candidates.append((str(path), path.read_bytes()))
-    else:
-        for p in sorted(path.rglob("*")):
-            if p.suffix == ".json" and p.is_file():
-                candidates.append((str(p), p.read_bytes()))
-            elif p.suffix == ".zip" and p.is_file():
-                with zipfile.ZipFile(p) as z:
-                    candidates += [(f"{p}!{n}", z.read(n)) for n in z.namelist() if n.endswith(".json")]
+    candidates = [(str(path), path.read_bytes())] if path.is_file() else _json_files(path)
     docs = []
     for name, data in candidates:
         try:
@@ -77,8 +239,8 @@ def load_result_docs(path: Path | str) -> list[dict[str, Any]]:
             if path.is_file():
                 raise DeviceError(f"{name} is not JSON ({exc})") from exc
             continue
-        if _is_result_doc(doc):
-            docs.append(doc)
+        if _looks_like_result_doc(doc):
+            docs.append(_result_document(doc, name))
     if not docs:
         raise DeviceError(
             f"no parbench result documents in {path} (looked at {len(candidates)} JSON files; "
@@ -98,19 +260,17 @@ class ImportReport:
 def import_results(source: Path | str, store_path: Path | str, complete: bool = True) -> list[ImportReport]:
     """Loads result documents (see load_result_docs) into the store; documents of one run are
     merged (their run metadata must agree). Idempotent: importing twice stores nothing new."""
-    from parbench.history.store import Store, StoreError
-
-    by_run: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    by_run: dict[str, tuple[StoredRun, list[ResultIn]]] = {}
     for doc in load_result_docs(source):
-        run_id = doc["run_id"]
-        if run_id in by_run and by_run[run_id][0] != doc["run"]:
+        run_id = doc.run.run_id
+        if run_id in by_run and by_run[run_id][0] != doc.run:
             raise DeviceError(f"{source}: two documents of run {run_id} disagree on the run's metadata")
-        by_run.setdefault(run_id, (doc["run"], []))[1].extend(doc["results"])
+        by_run.setdefault(run_id, (doc.run, []))[1].extend(doc.results)
     reports = []
     with Store(store_path) as store:
         for run_id, (run, results) in by_run.items():
             try:
-                created = store.put_run({"run_id": run_id, **run})
+                created = store.put_run(run)
                 stored, dups = store.put_results(run_id, results)
                 if complete:
                     store.complete_run(run_id)
@@ -118,115 +278,3 @@ def import_results(source: Path | str, store_path: Path | str, complete: bool = 
                 raise DeviceError(f"importing run {run_id} from {source}: {exc}") from exc
             reports.append(ImportReport(run_id, created, stored, dups))
     return reports
-
-
-_NAME_RE = re.compile(r"\[(?P<model>[a-z0-9_]+)-(?P<variant>[a-z0-9_]+)-(?P<size>\d+)\]$")
-# extra_info keys that become result columns; the rest is kept under "extra".
-_EXTRA_TO_COLUMN = {
-    "model",
-    "variant",
-    "size",
-    "threads",
-    "executor",
-    "load_ms",
-    "first_run_ms",
-    "samples_ns",
-    "run_index",
-    "compile_ms",
-    "warmup_rounds",
-    "case",
-}
-
-
-def benchmark_doc_to_run(
-    doc: Mapping[str, Any], run_id: str, origin: str = "benchmark JSON"
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Map a parsed pytest-benchmark document to (run, results) for the store."""
-    machine_info = doc.get("machine_info") or {}
-    commit_info = doc.get("commit_info") or {}
-    cpu = machine_info.get("cpu") or {}
-    created = doc.get("datetime")
-    if not isinstance(created, str):
-        raise StoreError(f"{origin}: no 'datetime' field; is it a pytest-benchmark JSON file?")
-    if created.endswith("+00:00"):
-        created = created[: -len("+00:00")] + "Z"
-    run = {
-        "run_id": run_id,
-        "source": "host",
-        "created_utc": created,
-        "machine": {
-            "cpu": cpu.get("brand_raw") or machine_info.get("processor"),
-            "os": " ".join(str(x) for x in (machine_info.get("system"), machine_info.get("release")) if x),
-            "threads": cpu.get("count"),
-            "node": machine_info.get("node"),
-            "arch": machine_info.get("machine"),
-            "python": machine_info.get("python_version"),
-            "machine_info": machine_info,
-        },
-        "device": None,
-        "runtime": {"name": "host", "version": machine_info.get("python_version")},
-        # pytest-benchmark writes id "unversioned" outside a repository
-        "commit": None if commit_info.get("id") in (None, "", "unversioned") else commit_info["id"],
-        "env": {
-            "python": machine_info.get("python_version"),
-            "pytest-benchmark": doc.get("version"),
-            "commit_dirty": commit_info.get("dirty"),
-            "branch": commit_info.get("branch"),
-        },
-        "fixture_set": None,
-    }
-    results = []
-    for i, bench in enumerate(doc["benchmarks"]):
-        name = bench.get("fullname") or bench.get("name") or f"benchmarks[{i}]"
-        extra = dict(bench.get("extra_info") or {})
-        m = _NAME_RE.search(bench.get("name") or "")
-        for key in ("model", "variant", "size"):
-            if key not in extra and m:
-                extra[key] = int(m[key]) if key == "size" else m[key]
-            if key not in extra:
-                raise StoreError(
-                    f"{origin}: benchmark {name} has no extra_info[{key!r}] and its name is "
-                    "not test_...[model-variant-size]; it was not written by parbench's bench/"
-                )
-        samples = extra.get("samples_ns")
-        if samples is None:
-            data = (bench.get("stats") or {}).get("data")
-            if not data:
-                raise StoreError(
-                    f"{origin}: benchmark {name} has no extra_info['samples_ns'] and no "
-                    "stats.data (run with --benchmark-save-data); raw samples are needed"
-                )
-            samples = [max(1, round(s * 1e9)) for s in data]
-        options = bench.get("options") or {}
-        warmup = extra.get("warmup_rounds")
-        if warmup is None:
-            warmup = int(options.get("warmup_iterations") or 0) if options.get("warmup") else 0
-        kept = {
-            k: v for k, v in extra.items() if k not in _EXTRA_TO_COLUMN and k not in ("peak_rss_mb", "source")
-        }
-        kept["benchmark"] = bench.get("fullname") or bench.get("name")
-        results.append(
-            {
-                "model": extra["model"],
-                "variant": extra["variant"],
-                "size": int(extra["size"]),
-                "case": extra.get("case", "all"),
-                "compute_units": None,
-                "run_index": int(extra.get("run_index") or 0),
-                "threads": extra.get("threads"),
-                "executor": extra.get("executor"),
-                "load_ms": extra.get("load_ms"),
-                "compile_ms": extra.get("compile_ms"),
-                "first_run_ms": extra.get("first_run_ms"),
-                "samples_ns": [int(s) for s in samples],
-                "warmup_rounds": warmup,
-                "peak_memory_mb": extra.get("peak_rss_mb"),
-                "thermal_state_before": None,
-                "thermal_state_after": None,
-                "metrics": None,
-                "xctest": None,
-                "error": None,
-                "extra": kept,
-            }
-        )
-    return run, results

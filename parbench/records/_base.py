@@ -35,11 +35,13 @@ def versioned(raw: Any, current: int, what: str, origin: str) -> Any:
 
 
 def describe(exc: ValidationError, limit: int = 4) -> str:
-    """A ValidationError in one line per problem: ``field.path: message``."""
+    """A ValidationError in one line per problem: ``field.path: message`` (the message alone for a
+    rule over several fields)."""
     lines = []
     for err in exc.errors()[:limit]:
-        where = ".".join(str(p) for p in err.get("loc", ())) or "(top)"
-        lines.append(f"{where}: {err.get('msg', 'invalid')}")
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{where}: {msg}" if where else msg)
     more = len(exc.errors()) - limit
     return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
 

@@ -169,7 +169,7 @@ def store_runs(
     if not path.exists():
         raise RegressError(
             f"history store {path} does not exist; create it by ingesting bench "
-            "results (Store(path).ingest_benchmark_json(FILE)) or pass --store PATH"
+            "results (parbench.history.ingest.ingest_benchmark_json(Store(path), FILE)) or pass --store PATH"
         )
     if size is not None and not str(size).isdigit():
         raise RegressError(f"size must be a whole number of pixels, got {size!r}")

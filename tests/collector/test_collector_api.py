@@ -485,3 +485,23 @@ def test_create_app_refuses_bad_settings(tmp_path: Path) -> None:
         create_app(tmp_path / "s.sqlite", "")
     with pytest.raises(ValueError, match="max_body_bytes must be at least 1024"):
         create_app(tmp_path / "s.sqlite", TOKEN, max_body_bytes=10)
+
+
+def test_user_model_names_with_capitals_and_digits_are_stored(
+    bare_client: TestClient, store_path: Path
+) -> None:
+    """Model names follow the records' one rule (letters, digits, '_', '.'), as in parity and report."""
+    _open_run(bare_client)
+    sent = make_result(0, model="MyNet2", variant="coreml_fp16", size=224, compute_units="cpuAndNeuralEngine")
+    r = bare_client.post(f"/api/v1/runs/{RUN}/results", json={"results": [sent]}, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"stored": 1, "duplicates": 0}
+    got = bare_client.get(f"/api/v1/runs/{RUN}", headers=AUTH).json()
+    [stored] = got["results"]
+    assert {k: stored[k] for k in sent} == sent
+    with Store(store_path) as store:
+        df = store.results(model="MyNet2")
+    assert list(df["model"]) == ["MyNet2"] and list(df["variant"]) == ["coreml_fp16"]
+    # the rule still refuses names that would break the MODEL-VARIANT-SIZE id
+    bad = make_result(1, model="My-Net2")
+    r = bare_client.post(f"/api/v1/runs/{RUN}/results", json={"results": [bad]}, headers=AUTH)
+    assert r.status_code == 422 and "results[0].model: String should match pattern" in r.json()["reason"]

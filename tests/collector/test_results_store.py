@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from support.collector_helpers import device_run, make_result
 
+from parbench.history.ingest import ingest_benchmark_json
 from parbench.history.store import (
     SCHEMA_VERSION,
     RunConflictError,
@@ -23,6 +24,7 @@ from parbench.history.store import (
     StoreError,
     StoreVersionError,
 )
+from parbench.records.device import RESULT_FIELDS, ResultOut, RunSummary
 
 
 def _run(run_id: str, **over) -> dict:
@@ -53,15 +55,17 @@ def test_put_run_is_idempotent_and_refuses_changed_metadata(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"run_id": "short"}, "8-128 characters"),
-        ({"run_id": "bad/slash-id"}, "8-128 characters"),
-        ({"source": "cloud"}, "source must be one of"),
-        ({"created_utc": "yesterday"}, "not ISO 8601"),
-        ({"device": None}, "a device run needs device"),
-        ({"device": {"model": "iPhone15,2"}}, "device.os"),
-        ({"runtime": {"version": "1"}}, "runtime.name"),
-        ({"machine": {"t": float("nan")}}, "NaN or Infinity"),
-        ({"colour": "red"}, "unknown fields"),
+        ({"run_id": "short"}, r"run_id: String should match pattern '\^\[A-Za-z0-9._-\]\{8,128\}"),
+        ({"run_id": "bad/slash-id"}, "run_id: String should match pattern"),
+        ({"source": "cloud"}, "source: Input should be 'device' or 'host'"),
+        ({"created_utc": "yesterday"}, "created_utc: String should have at least 10 characters"),
+        ({"created_utc": "the day before"}, "created_utc: must be an ISO 8601 date-time"),
+        ({"device": None}, "a device run needs 'device'"),
+        ({"device": {"model": "iPhone15,2"}}, "device.os: Field required"),
+        ({"runtime": {"version": "1"}}, "runtime.name: Field required"),
+        ({"machine": {"t": float("nan")}}, "machine: t is nan: only finite numbers are allowed"),
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+        ({"machine": {"when": {1, 2}}}, "cannot be stored as JSON"),
     ],
 )
 def test_put_run_rejects_bad_metadata(tmp_path: Path, over: dict, message: str) -> None:
@@ -93,7 +97,7 @@ def test_put_results_is_all_or_nothing(tmp_path: Path) -> None:
     store = Store(tmp_path / "h.sqlite")
     store.put_run(_run("dev-run-0001"))
     bad = [make_result(i) for i in range(50)] + [make_result(50, samples_ns=[])]
-    with pytest.raises(StoreError, match=r"results\[50\].*samples_ns must not be empty"):
+    with pytest.raises(StoreError, match=r"results\[50\].*needs samples_ns \(non-empty\)"):
         store.put_results("dev-run-0001", bad)
     # A conflict found inside the transaction (after 50 inserts) rolls them all back.
     store.put_results("dev-run-0001", [make_result(999)])
@@ -106,16 +110,20 @@ def test_put_results_is_all_or_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("over", "message"),
     [
-        ({"size": 8}, "size must be an int in 16..8192"),
-        ({"size": 256.0}, "size must be an int"),
-        ({"model": "Tiny-Net"}, r"model must match \[a-z0-9_\]\+"),
-        ({"load_ms": -1.0}, r"load_ms must be a number of milliseconds in \[0, 1e7\)"),
-        ({"first_run_ms": float("inf")}, "first_run_ms must be a number"),
-        ({"samples_ns": [10, 0]}, r"every sample must be an int of nanoseconds in \(0, 1e13\)"),
-        ({"samples_ns": [10, True]}, "every sample must be an int"),
-        ({"compute_units": "gpu"}, "compute_units must be one of"),
-        ({"metrics": {"output": {"snr_db": float("nan")}}}, "NaN or Infinity"),
-        ({"speed": 3}, "unknown fields"),
+        ({"size": 8}, r"results\[1\] \(tiny_net-lite-8\): size: Input should be greater than or equal to 16"),
+        ({"size": 256.0}, "size: Input should be a valid integer"),
+        ({"model": "Tiny-Net"}, "model: String should match pattern"),
+        ({"load_ms": -1.0}, "load_ms: Input should be greater than or equal to 0"),
+        ({"first_run_ms": float("inf")}, "first_run_ms: Input should be a finite number"),
+        ({"samples_ns": [10, 0]}, r"samples_ns.1: Input should be greater than 0"),
+        ({"samples_ns": [10, True]}, "samples_ns.1: Input should be a valid integer"),
+        ({"compute_units": "gpu"}, "compute_units: Input should be 'cpuOnly'"),
+        (
+            {"metrics": {"output": {"snr_db": float("nan")}}},
+            "metrics.output.snr_db: Input should be a finite",
+        ),
+        ({"extra": {"when": {1, 2}}}, "cannot be stored as JSON"),
+        ({"speed": 3}, "speed: Extra inputs are not permitted"),
     ],
 )
 def test_put_results_rejects_bad_results(tmp_path: Path, over: dict, message: str) -> None:
@@ -133,6 +141,34 @@ def test_error_results_need_no_samples(tmp_path: Path) -> None:
     assert store.put_results("dev-run-0001", [failed]) == (1, 0)
     row = store.results().iloc[0]
     assert row["error"] == "load failed: bad op" and row["n_samples"] == 0 and row["median_ms"] is None
+
+
+def test_results_table_keeps_json_columns_with_some_nulls(tmp_path: Path) -> None:
+    """Rows with and without metrics/xctest/extra read back as objects and None (pandas would make a
+    column of text and NULLs a string column with NaN)."""
+    store = Store(tmp_path / "h.sqlite")
+    store.put_run(_run("dev-run-0001"))
+    failed = make_result(
+        1, samples_ns=[], load_ms=None, first_run_ms=None, error="bad op", metrics=None, extra=None
+    )
+    store.put_results("dev-run-0001", [make_result(0, xctest={"clock_ms": [1.5]}), failed])
+    df = store.results().set_index("run_index")
+    assert df.loc[0, "xctest"] == {"clock_ms": [1.5]} and df.loc[1, "xctest"] is None
+    assert df.loc[1, "metrics"] is None and df.loc[1, "extra"] is None and df.loc[1, "samples_ns"] == []
+    runs = store.runs()
+    assert runs.loc[0, "fixture_set"] == {"manifest_sha256": "0" * 64}
+
+
+def test_what_the_store_returns_is_what_the_api_declares(tmp_path: Path) -> None:
+    """The API's output types list what the store returns: a result's posted fields (the record's)
+    and the store's own; a run's metadata and its state."""
+    store = Store(tmp_path / "h.sqlite")
+    store.put_run(_run("dev-run-0001"))
+    store.put_results("dev-run-0001", [make_result(0)])
+    [result] = store.run_results("dev-run-0001")
+    assert list(result)[: len(RESULT_FIELDS)] == list(RESULT_FIELDS)
+    assert set(result) == set(ResultOut.model_fields)
+    assert set(store.get_run("dev-run-0001")) == set(RunSummary.model_fields)
 
 
 def test_complete_run(tmp_path: Path) -> None:
@@ -245,7 +281,7 @@ _WRITER = textwrap.dedent("""
 def test_concurrent_writer_processes(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     script = tmp_path / "writer.py"
-    script.write_text(_WRITER.format(tests=str(Path(__file__).parent)))
+    script.write_text(_WRITER.format(tests=str(Path(__file__).parents[1])))
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(w), str(path)],
@@ -332,9 +368,9 @@ def benchmark_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ingest_benchmark_json_round_trip(tmp_path: Path, benchmark_json: Path) -> None:
     doc = json.loads(benchmark_json.read_text())
     store = Store(tmp_path / "h.sqlite")
-    run_id = store.ingest_benchmark_json(benchmark_json)
+    run_id = ingest_benchmark_json(store, benchmark_json)
     assert run_id.startswith("host-")
-    assert store.ingest_benchmark_json(benchmark_json) == run_id  # same file: same run, nothing new
+    assert ingest_benchmark_json(store, benchmark_json) == run_id  # same file: same run, nothing new
     df = store.results(source="host")
     assert len(df) == 2
     by_size = df.set_index("size")
@@ -360,7 +396,7 @@ def test_ingest_benchmark_json_round_trip(tmp_path: Path, benchmark_json: Path) 
     assert run["env"]["pytest-benchmark"] == doc["version"]
     assert str(df["created_utc"].iloc[0].year) == doc["datetime"][:4]
     # An explicit run id is honoured; then the same content under that id is a no-op too.
-    assert store.ingest_benchmark_json(benchmark_json, run_id="nightly-2026-11-23") == "nightly-2026-11-23"
+    assert ingest_benchmark_json(store, benchmark_json, run_id="nightly-2026-11-23") == "nightly-2026-11-23"
     assert len(store.results(source="host")) == 4
 
 
@@ -371,21 +407,43 @@ def test_ingest_refuses_files_it_cannot_read(tmp_path: Path, benchmark_json: Pat
     del doc["benchmarks"][1]["stats"]["data"]
     no_samples = tmp_path / "no_samples.json"
     no_samples.write_text(json.dumps(doc))
-    with pytest.raises(StoreError, match=r"no extra_info\['samples_ns'\] and no stats.data"):
-        store.ingest_benchmark_json(no_samples)
+    with pytest.raises(StoreError, match=r"no raw samples \(extra_info.samples_ns or stats.data\)"):
+        ingest_benchmark_json(store, no_samples)
     # pytest-benchmark's own samples (stats.data, seconds) are used when present.
     doc["benchmarks"][1]["stats"]["data"] = [0.002, 0.003]
     with_data = tmp_path / "with_data.json"
     with_data.write_text(json.dumps(doc))
-    run_id = store.ingest_benchmark_json(with_data)
+    run_id = ingest_benchmark_json(store, with_data)
     assert sorted(store.results(run_id=run_id)["n_samples"]) == [2, 7]
     (tmp_path / "x.json").write_text('{"hello": 1}')
     with pytest.raises(StoreError, match="not a pytest-benchmark JSON file"):
-        store.ingest_benchmark_json(tmp_path / "x.json")
+        ingest_benchmark_json(store, tmp_path / "x.json")
     (tmp_path / "y.json").write_text("{not json")
-    with pytest.raises(StoreError, match="is not JSON"):
-        store.ingest_benchmark_json(tmp_path / "y.json")
+    with pytest.raises(StoreError, match="is not valid JSON"):
+        ingest_benchmark_json(store, tmp_path / "y.json")
     assert _count(tmp_path / "h.sqlite", "SELECT COUNT(*) FROM runs") == 1
+
+
+def test_ingest_user_model_names(tmp_path: Path, benchmark_json: Path) -> None:
+    """A model named like MyNet2, in extra_info or only in the test id, is ingested as it is named."""
+    doc = json.loads(benchmark_json.read_text())
+    for bench in doc["benchmarks"]:
+        size = bench["extra_info"].pop("size")
+        del bench["extra_info"]["model"], bench["extra_info"]["variant"]
+        bench["name"] = f"test_latency[MyNet2-onnx-{size}]"
+        bench["fullname"] = f"bench/test_latency.py::{bench['name']}"
+    only_ids = tmp_path / "ids.json"
+    only_ids.write_text(json.dumps(doc))
+    store = Store(tmp_path / "h.sqlite")
+    run_id = ingest_benchmark_json(store, only_ids)
+    df = store.results(run_id=run_id)
+    assert set(df["model"]) == {"MyNet2"} and set(df["variant"]) == {"onnx"} and set(df["size"]) == {64, 128}
+    doc["benchmarks"][0]["name"] = "test_latency[My-Net2-onnx-64]"
+    doc["benchmarks"][0]["fullname"] = "bench/test_latency.py::test_latency[My-Net2-onnx-64]"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(StoreError, match=r"has no model/variant/size.*not written by parbench's bench/"):
+        ingest_benchmark_json(store, bad)
 
 
 _BIG_WRITER = textwrap.dedent("""
@@ -409,7 +467,7 @@ def test_writer_killed_inside_a_transaction_leaves_no_trace(tmp_path: Path) -> N
     store.put_run(_run("dev-run-0001"))
     store.put_results("dev-run-0001", [make_result(100_000)])
     script = tmp_path / "big_writer.py"
-    script.write_text(_BIG_WRITER.format(tests=str(Path(__file__).parent)))
+    script.write_text(_BIG_WRITER.format(tests=str(Path(__file__).parents[1])))
     proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "writing"
