@@ -9,8 +9,8 @@ import torch
 
 from parbench import compare as cmp
 from parbench._util.hashing import sha256_path
+from parbench.backends import get_backend
 from parbench.backends.base import ExportRequest
-from parbench.backends.torchscript import TorchScriptBackend
 from parbench.run.harness import Harness
 from parbench.run.parity import check
 
@@ -49,11 +49,11 @@ def test_swapped_rgb_bgr_preprocessing_fails(harness, tmp_path):
 
     case = harness.cases("image_and_mask", 128)[0]
     example = tuple(torch.from_numpy(v) for v in case.inputs.values())
-    backend = TorchScriptBackend()
+    backend = get_backend("torchscript")
     art = backend.export(
         ExportRequest(SwapsChannels(module), spec, example, 128, [128], False), tmp_path / "m"
     )
-    art.meta["output_names"] = list(case.golden)
+    assert art.input_names == ["image", "mask"] and art.output_names == list(case.golden)
     out = backend.load(art).run(case.inputs)
     comp = cmp.compare(out, case.golden, spec.task, "fp32")
     assert not comp.passed
@@ -61,7 +61,6 @@ def test_swapped_rgb_bgr_preprocessing_fails(harness, tmp_path):
     assert "output 'image': FAIL" in text and "psnr_db" in text and "worst elements" in text
     # the same export without the swap passes: the failure is the swap, not the form
     art2 = backend.export(ExportRequest(module, spec, example, 128, [128], False), tmp_path / "n")
-    art2.meta["output_names"] = list(case.golden)
     assert cmp.compare(backend.load(art2).run(case.inputs), case.golden, spec.task, "fp32").passed
 
 

@@ -7,21 +7,14 @@ frozen, which is exactly the bug parity at other sizes exists to catch.
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    ExportError,
-    ExportRequest,
-    inputs_to_tensors,
-    to_numpy_outputs,
-)
+from parbench.backends.base import Artifact, Availability, ExportRequest
+from parbench.backends.export_support import input_names, output_names
+from parbench.backends.torch_session import TorchModuleSession
+from parbench.errors import ExportError
 
 
 def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
@@ -41,15 +34,18 @@ def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
     return traced, notes
 
 
-class TorchScriptSession:
-    executor = "torch-jit"
-
-    def __init__(self, module: torch.jit.ScriptModule, output_names: list[str]):
-        self.module, self.output_names = module, output_names
-
-    @torch.inference_mode()
-    def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
-        return to_numpy_outputs(self.module(*inputs_to_tensors(inputs)), self.output_names)
+def traced_artifact(variant: str, req: ExportRequest, path: Path, fmt: str, meta: dict) -> Artifact:
+    """The Artifact of a traced module saved at ``path``: one file for every size unless the
+    request is per size."""
+    return Artifact(
+        variant,
+        path,
+        fmt,
+        [req.export_size] if req.per_size else None,
+        meta,
+        input_names=input_names(req),
+        output_names=output_names(req),
+    )
 
 
 class TorchScriptBackend:
@@ -68,14 +64,10 @@ class TorchScriptBackend:
         traced, notes = trace(req)
         path = out.with_suffix(self.suffix)
         traced.save(str(path))
-        return Artifact(
-            self.name,
-            path,
-            "pt",
-            None if not req.per_size else [req.export_size],
-            {"method": "torch.jit.trace", "tracer_warnings": notes},
+        return traced_artifact(
+            self.name, req, path, "pt", {"method": "torch.jit.trace", "tracer_warnings": notes}
         )
 
-    def load(self, artifact: Artifact) -> TorchScriptSession:
+    def load(self, artifact: Artifact) -> TorchModuleSession:
         module = torch.jit.load(str(artifact.path), map_location="cpu")
-        return TorchScriptSession(module.eval(), list(artifact.meta.get("output_names", [])))
+        return TorchModuleSession(module.eval(), "torch-jit", artifact.input_names, artifact.output_names)
