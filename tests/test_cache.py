@@ -85,22 +85,19 @@ def test_export_failures_are_cached_with_the_converter_message(tmp_path):
     assert len(calls) == 2
 
 
+def _named_export(calls: list, input_names: list[str], output_names: list[str]):
+    def export(out: Path) -> Artifact:
+        calls.append(out)
+        path = out.with_suffix(".bin")
+        path.write_bytes(b"model")
+        return Artifact("v", path, "bin", [32], {"exporter": "x"}, None, input_names, output_names)
+
+    return export
+
+
 def test_names_round_trip_and_export_time_is_recorded_once(tmp_path):
     cache = ArtifactCache(tmp_path)
-
-    def export(out: Path) -> Artifact:
-        out.with_suffix(".bin").write_bytes(b"model")
-        return Artifact(
-            "v",
-            out.with_suffix(".bin"),
-            "bin",
-            [32],
-            {"exporter": "x"},
-            None,
-            ["image", "mask"],
-            ["a", "b.c"],
-        )
-
+    export = _named_export([], ["image", "mask"], ["a", "b.c"])
     first = cache.get_or_export("m", "v", "any", KEY, export)
     hit = cache.get_or_export("m", "v", "any", KEY, export)
     assert (first.status, hit.status) == ("exported", "hit")
@@ -115,13 +112,8 @@ def test_names_round_trip_and_export_time_is_recorded_once(tmp_path):
 def test_an_entry_written_without_names_is_rebuilt_not_misread(tmp_path):
     """Entries of an older parbench kept the names in meta["inputs"]/meta["outputs"]."""
     cache = ArtifactCache(tmp_path)
-    calls = []
-
-    def export(out: Path) -> Artifact:
-        calls.append(out)
-        out.with_suffix(".bin").write_bytes(b"model")
-        return Artifact("v", out.with_suffix(".bin"), "bin", None, {}, None, ["image"], ["output"])
-
+    calls: list[Path] = []
+    export = _named_export(calls, ["image"], ["output"])
     entry = cache.get_or_export("m", "v", "any", KEY, export).artifact.path.parent / "entry.json"
     record = json.loads(entry.read_text())
     del record["input_names"], record["output_names"]

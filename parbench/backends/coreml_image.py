@@ -45,7 +45,6 @@ import torch
 
 import parbench
 from parbench._util.console import quiet
-from parbench._util.versions import version_of
 from parbench.backends.base import Artifact, ExportRequest, Family
 from parbench.backends.coreml import (
     Converted,
@@ -360,20 +359,16 @@ class CoreMLImageBackend(CoreMLBase):
         return applies_to(spec)
 
     def options(self) -> dict[str, Any]:
-        return {
-            "convert_to": "mlprogram",
-            "precision": self.precision,
-            "target": self.target,
-            "frontend": self.frontend,
-            "flexible": self.flexible,
-            "input": "ImageType RGB",
-            "normalization": self.normalization,
-            "classifier": self.classifier,
-            "license": self.license,
-            "revision": FORM_REVISION,
-            "torch": torch.__version__,
-            "coremltools": version_of("coremltools"),
-        }
+        opts = super().options()
+        del opts["io_dtype"]  # the input is an image; outputs stay float32
+        opts.update(
+            input="ImageType RGB",
+            normalization=self.normalization,
+            classifier=self.classifier,
+            license=self.license,
+            revision=FORM_REVISION,
+        )
+        return opts
 
     # -- export -----------------------------------------------------------------------------
     def _image_type(self, req: ExportRequest, name: str, dynamic: bool) -> Any:

@@ -28,6 +28,7 @@ from parbench.backends.export_support import (
     checked_threads,
     existing_path,
     export_with_size_fallback,
+    exported_artifact,
     input_names,
     output_names,
     torch_dynamic_shapes,
@@ -200,15 +201,7 @@ class _ExecuTorchBase:
             except Exception:
                 path.unlink(missing_ok=True)  # not an artifact for these sizes
                 raise
-        return Artifact(
-            variant=self.name,
-            path=path,
-            format="pte",
-            sizes=None if dynamic else [int(req.export_size)],
-            meta=meta,
-            input_names=names_in,
-            output_names=names_out,
-        )
+        return exported_artifact(self.name, req, path, "pte", dynamic, meta)
 
     def load(self, artifact: Artifact) -> ExecuTorchSession:
         path = existing_path(artifact)

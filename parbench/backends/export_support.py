@@ -22,6 +22,22 @@ from parbench.zoo.outputs import flatten_outputs
 T = TypeVar("T")
 
 
+def exported_artifact(
+    variant: str, req: ExportRequest, path: Path, fmt: str, every_size: bool, meta: dict[str, Any]
+) -> Artifact:
+    """The Artifact of an export: ``every_size`` when one file serves every size, else it serves
+    the export size only; named with the request's input and output names."""
+    return Artifact(
+        variant,
+        path,
+        fmt,
+        None if every_size else [int(req.export_size)],
+        meta,
+        input_names=input_names(req),
+        output_names=output_names(req),
+    )
+
+
 def artifact_path(out: Path, suffix: str) -> Path:
     """``out`` plus the form's suffix (``with_suffix`` would eat dots inside the cache name)."""
     out = Path(out)

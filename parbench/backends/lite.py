@@ -12,8 +12,9 @@ import torch
 from torch.jit.mobile import _get_model_bytecode_version, _load_for_lite_interpreter
 
 from parbench.backends.base import Artifact, Availability, ExportRequest
+from parbench.backends.export_support import exported_artifact
 from parbench.backends.torch_session import TorchModuleSession
-from parbench.backends.torchscript import trace, traced_artifact
+from parbench.backends.torchscript import trace
 from parbench.errors import ExportError
 
 
@@ -57,7 +58,7 @@ class LiteBackend:
         except Exception as exc:
             raise ExportError(f"_save_for_lite_interpreter failed: {type(exc).__name__}: {exc}") from exc
         meta["bytecode_version"] = int(_get_model_bytecode_version(str(path)))
-        return traced_artifact(self.name, req, path, "ptl", meta)
+        return exported_artifact(self.name, req, path, "ptl", not req.per_size, meta)
 
     def load(self, artifact: Artifact) -> TorchModuleSession:
         module = _load_for_lite_interpreter(str(artifact.path), map_location="cpu")

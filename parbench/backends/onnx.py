@@ -29,6 +29,7 @@ from parbench.backends.export_support import (
     checked_threads,
     existing_path,
     export_with_size_fallback,
+    exported_artifact,
     input_names,
     output_names,
     sized_dims,
@@ -183,15 +184,7 @@ class OnnxBackend:
         meta: dict[str, Any] = {"exporter": used, "opset": opset, "dynamic_shapes": dynamic, "notes": notes}
         if dynamic:
             meta["sizes_checked"] = checked
-        return Artifact(
-            variant=self.name,
-            path=path,
-            format="onnx",
-            sizes=None if dynamic else [int(req.export_size)],
-            meta=meta,
-            input_names=names_in,
-            output_names=names_out,
-        )
+        return exported_artifact(self.name, req, path, "onnx", dynamic, meta)
 
     def _threads(self) -> int:
         return int(self.threads or torch.get_num_threads())

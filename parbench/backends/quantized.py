@@ -36,8 +36,7 @@ from parbench.backends.export_support import (
     calibration_batches,
     check_sizes,
     existing_path,
-    input_names,
-    output_names,
+    exported_artifact,
     wants_dynamic,
 )
 from parbench.backends.torch_session import TorchModuleSession, to_numpy_outputs
@@ -230,7 +229,6 @@ class QuantizedInt8Backend:
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         path = artifact_path(out, self.suffix)
-        names_in, names_out = input_names(req), output_names(req)
         meta: dict[str, Any] = {"engine": ENGINE, "notes": []}
         with quantized_engine(), quiet():
             try:
@@ -258,15 +256,7 @@ class QuantizedInt8Backend:
             if self.check_lite:
                 meta["lite"] = _lite_check(traced, tuple(req.example_inputs))
         meta["dynamic_shapes"] = dynamic
-        return Artifact(
-            variant=self.name,
-            path=path,
-            format="pt",
-            sizes=None if dynamic else [int(req.export_size)],
-            meta=meta,
-            input_names=names_in,
-            output_names=names_out,
-        )
+        return exported_artifact(self.name, req, path, "pt", dynamic, meta)
 
     def _check_sizes(
         self, req: ExportRequest, traced: torch.jit.ScriptModule, quantized: torch.nn.Module

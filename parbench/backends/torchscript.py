@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from parbench.backends.base import Artifact, Availability, ExportRequest
-from parbench.backends.export_support import input_names, output_names
+from parbench.backends.export_support import exported_artifact
 from parbench.backends.torch_session import TorchModuleSession
 from parbench.errors import ExportError
 
@@ -34,20 +34,6 @@ def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
     return traced, notes
 
 
-def traced_artifact(variant: str, req: ExportRequest, path: Path, fmt: str, meta: dict) -> Artifact:
-    """The Artifact of a traced module saved at ``path``: one file for every size unless the
-    request is per size."""
-    return Artifact(
-        variant,
-        path,
-        fmt,
-        [req.export_size] if req.per_size else None,
-        meta,
-        input_names=input_names(req),
-        output_names=output_names(req),
-    )
-
-
 class TorchScriptBackend:
     name = "torchscript"
     family = "fp32"
@@ -64,9 +50,8 @@ class TorchScriptBackend:
         traced, notes = trace(req)
         path = out.with_suffix(self.suffix)
         traced.save(str(path))
-        return traced_artifact(
-            self.name, req, path, "pt", {"method": "torch.jit.trace", "tracer_warnings": notes}
-        )
+        meta = {"method": "torch.jit.trace", "tracer_warnings": notes}
+        return exported_artifact(self.name, req, path, "pt", not req.per_size, meta)
 
     def load(self, artifact: Artifact) -> TorchModuleSession:
         module = torch.jit.load(str(artifact.path), map_location="cpu")

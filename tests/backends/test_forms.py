@@ -249,17 +249,24 @@ def test_coreml_fp16_stores_fp16_weights(exported) -> None:
     assert 0.45 < w16 / w32 < 0.55, (w16, w32)
 
 
-def test_bad_backend_options_are_refused() -> None:
-    with pytest.raises(ConfigError, match="'onnx': exporter must be one of"):
-        get_backend("onnx", exporter="tf2onnx")
-    with pytest.raises(ConfigError, match="'coreml_fp16': compute_units must be one of"):
-        get_backend("coreml_fp16", compute_units="GPU")
-    with pytest.raises(ConfigError, match="'coreml_fp32': flexible must be"):
-        get_backend("coreml_fp32", flexible="any")
-    with pytest.raises(ConfigError, match="threads must be a positive integer"):
-        get_backend("executorch_fp32", threads=0)
-    with pytest.raises(ConfigError, match="fix_clamp_layout must be true or false"):
-        get_backend("quantized_int8", fix_clamp_layout="yes")
+@pytest.mark.parametrize(
+    "variant, options, says",
+    [
+        ("onnx", {"exporter": "tf2onnx"}, "exporter must be one of"),
+        ("onnx", {"threads": -1}, "threads must be a positive integer"),
+        ("coreml_fp16", {"compute_units": "GPU"}, "compute_units must be one of"),
+        ("coreml_fp32", {"flexible": "any"}, "flexible must be one of"),
+        ("coreml_fp32", {"executor": "gpu"}, "executor must be one of"),
+        ("executorch_fp32", {"threads": 0}, "threads must be a positive integer"),
+        ("quantized_int8", {"fix_clamp_layout": "yes"}, "fix_clamp_layout must be true or false"),
+        ("coreml_image", {"normalization": "per-channel"}, "normalization must be one of"),
+        ("coreml_image", {"classifier": "argmax"}, "classifier must be one of"),
+        ("coreml_image_exact", {"frontend": "onnx"}, "frontend must be one of"),
+    ],
+)
+def test_bad_backend_options_are_refused(variant: str, options: dict, says: str) -> None:
+    with pytest.raises(ConfigError, match=f"variant '{variant}': {says}"):
+        get_backend(variant, **options)
 
 
 def test_coreml_range_dim(tiny, photo, tmp_path) -> None:
