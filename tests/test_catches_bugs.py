@@ -98,6 +98,13 @@ def test_corrupt_cache_entry_is_rebuilt_not_used(harness):
 def test_multi_input_and_tuple_outputs(harness):
     r = check(harness, "image_and_mask", "lite", 192).record
     assert r.verdict == "pass" and set(r.metrics) == {"image", "confidence"}
+    assert r.export["input_names"] == ["image", "mask"] and r.export["output_names"] == [
+        "image",
+        "confidence",
+    ]
+    # export time: once, measured by the cache, under one name (also on a cache hit)
+    assert isinstance(r.export["export_seconds"], float)
+    assert not {"inputs", "outputs", "export_s", "cache"} & set(r.export)
     r = check(harness, "two_heads", "torchscript", 32).record
     assert r.verdict == "pass" and set(r.metrics) == {"output_0", "output_1"}
     assert "top1_agree" in r.metrics["output_0"]

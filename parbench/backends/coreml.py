@@ -161,8 +161,9 @@ def _one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
 
 
 class CoreMLBase:
-    """What every Core ML form shares: options, availability, frontend and size fallbacks, saving
-    the package, loading it.  A form overrides ``_convert`` (and ``export`` to add its own meta)."""
+    """What every Core ML form shares: options, availability, the frontend fallback inside the size
+    fallback (``_converted``), saving and describing the package (``_package``), loading it.  A
+    form that converts another model (the image form) overrides ``export`` on top of those two."""
 
     name: str
     family: Family
@@ -275,9 +276,7 @@ class CoreMLBase:
         (mlmodel, used), dynamic = export_with_size_fallback(req, self.name, attempt, hint)
         return Converted(mlmodel, used, dynamic, notes)
 
-    def _package(
-        self, req: ExportRequest, out: Path, conv: Converted, meta: dict[str, Any], names_out: list[str]
-    ) -> Artifact:
+    def _package(self, req: ExportRequest, out: Path, conv: Converted, meta: dict[str, Any]) -> Artifact:
         """Save the package; ``meta`` (the form's own entries) gets what every Core ML form records."""
         path = artifact_path(out, self.suffix)
         if path.exists():
@@ -296,12 +295,18 @@ class CoreMLBase:
         )
         sizes = _served_sizes(req, conv.dynamic, self.flexible, meta)
         return Artifact(
-            self.name, path, "mlpackage", sizes, meta, input_names=input_names(req), output_names=names_out
+            self.name,
+            path,
+            "mlpackage",
+            sizes,
+            meta,
+            input_names=input_names(req),
+            output_names=output_names(req),
         )
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         conv = self._converted(req, lambda f, dynamic: self._convert(f, req, dynamic), _HINT)
-        return self._package(req, out, conv, {}, output_names(req))
+        return self._package(req, out, conv, {})
 
     def load(self, artifact: Artifact) -> CoreMLSession:
         path = existing_path(artifact, folder=True)

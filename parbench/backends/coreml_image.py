@@ -17,12 +17,12 @@ the package, in one of two ways (option ``normalization``):
   of the converted model: no approximation, two cheap ops more.
 
 Classifiers (task ``classification``, an output of shape ``[1, C]``) get a ``ClassifierConfig``
-with deterministic labels (ImageNet names for 1000 classes, else ``class_0``...): the package
-outputs ``classLabel`` and the ``classLabel_probs`` dictionary, as Xcode previews and Vision
-expect.  Option ``classifier``: ``"softmax"`` (default) puts softmax probabilities in the
-dictionary and keeps the logits as a plain output under the eager name; ``"identity"`` puts
-the model's own output in the dictionary (models that end in softmax) and the session
-rebuilds the tensor from it in label order; ``"none"`` leaves plain tensor outputs.
+with deterministic labels (:mod:`.coreml_labels`; ImageNet names for 1000 classes, else
+``class_0``...): the package outputs ``classLabel`` and the ``classLabel_probs`` dictionary, as
+Xcode previews and Vision expect.  Option ``classifier``: ``"softmax"`` (default) puts softmax
+probabilities in the dictionary and keeps the logits as a plain output under the eager name;
+``"identity"`` puts the model's own output in the dictionary (models that end in softmax) and
+the session rebuilds the tensor from it in label order; ``"none"`` leaves plain tensor outputs.
 
 Parity is measured from the same 8-bit image the eager pipeline normalized: the session
 inverts the fixture's normalization exactly (fixtures come from 8-bit images) and feeds a PIL
@@ -492,7 +492,7 @@ class CoreMLImageBackend(CoreMLBase):
         }
         if seg_labels:
             meta["segmentation_labels"] = {"count": len(seg_labels), "label_source": label_source}
-        return self._package(req, out, conv, meta, names)
+        return self._package(req, out, conv, meta)
 
     def _normalization_meta(self, req: ExportRequest, names: Sequence[str]) -> dict[str, Any]:
         spec = req.spec
