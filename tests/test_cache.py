@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from parbench.backends.base import Artifact, ExportError
+from parbench.backends.base import Artifact
+from parbench.errors import ExportError
 from parbench.run.cache import ArtifactCache
 
 KEY = {"model": "m", "variant": "v", "options": {"x": 1}}
@@ -82,3 +83,44 @@ def test_export_failures_are_cached_with_the_converter_message(tmp_path):
     with pytest.raises(ExportError):
         cache.get_or_export("m", "v", "any", dict(KEY, options={"x": 2}), failing)
     assert len(calls) == 2
+
+
+def _named_export(calls: list, input_names: list[str], output_names: list[str]):
+    def export(out: Path) -> Artifact:
+        calls.append(out)
+        path = out.with_suffix(".bin")
+        path.write_bytes(b"model")
+        return Artifact("v", path, "bin", [32], {"exporter": "x"}, None, input_names, output_names)
+
+    return export
+
+
+def test_names_round_trip_and_export_time_is_recorded_once(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    export = _named_export([], ["image", "mask"], ["a", "b.c"])
+    first = cache.get_or_export("m", "v", "any", KEY, export)
+    hit = cache.get_or_export("m", "v", "any", KEY, export)
+    assert (first.status, hit.status) == ("exported", "hit")
+    for outcome in (first, hit):
+        art = outcome.artifact
+        assert (art.input_names, art.output_names, art.sizes) == (["image", "mask"], ["a", "b.c"], [32])
+        assert set(art.meta) == {"exporter", "export_seconds"}
+        assert isinstance(art.meta["export_seconds"], float)
+    assert hit.artifact.meta["export_seconds"] == first.artifact.meta["export_seconds"]
+
+
+def test_an_entry_written_without_names_is_rebuilt_not_misread(tmp_path):
+    """Entries of an older parbench kept the names in meta["inputs"]/meta["outputs"]."""
+    cache = ArtifactCache(tmp_path)
+    calls: list[Path] = []
+    export = _named_export(calls, ["image"], ["output"])
+    entry = cache.get_or_export("m", "v", "any", KEY, export).artifact.path.parent / "entry.json"
+    record = json.loads(entry.read_text())
+    del record["input_names"], record["output_names"]
+    record["meta"] = {"inputs": ["image"], "outputs": ["output"], "export_s": 0.1}
+    entry.write_text(json.dumps(record))
+    again = cache.get_or_export("m", "v", "any", KEY, export)
+    assert again.status == "rebuilt (entry written by an older parbench (no input and output names))"
+    assert len(calls) == 2
+    assert (again.artifact.input_names, again.artifact.output_names) == (["image"], ["output"])
+    assert "inputs" not in again.artifact.meta and "export_s" not in again.artifact.meta

@@ -9,8 +9,8 @@ import torch
 
 from parbench import compare as cmp
 from parbench._util.hashing import sha256_path
+from parbench.backends import get_backend
 from parbench.backends.base import ExportRequest
-from parbench.backends.torchscript import TorchScriptBackend
 from parbench.run.harness import Harness
 from parbench.run.parity import check
 
@@ -49,11 +49,11 @@ def test_swapped_rgb_bgr_preprocessing_fails(harness, tmp_path):
 
     case = harness.cases("image_and_mask", 128)[0]
     example = tuple(torch.from_numpy(v) for v in case.inputs.values())
-    backend = TorchScriptBackend()
+    backend = get_backend("torchscript")
     art = backend.export(
         ExportRequest(SwapsChannels(module), spec, example, 128, [128], False), tmp_path / "m"
     )
-    art.meta["output_names"] = list(case.golden)
+    assert art.input_names == ["image", "mask"] and art.output_names == list(case.golden)
     out = backend.load(art).run(case.inputs)
     comp = cmp.compare(out, case.golden, spec.task, "fp32")
     assert not comp.passed
@@ -61,7 +61,6 @@ def test_swapped_rgb_bgr_preprocessing_fails(harness, tmp_path):
     assert "output 'image': FAIL" in text and "psnr_db" in text and "worst elements" in text
     # the same export without the swap passes: the failure is the swap, not the form
     art2 = backend.export(ExportRequest(module, spec, example, 128, [128], False), tmp_path / "n")
-    art2.meta["output_names"] = list(case.golden)
     assert cmp.compare(backend.load(art2).run(case.inputs), case.golden, spec.task, "fp32").passed
 
 
@@ -99,6 +98,13 @@ def test_corrupt_cache_entry_is_rebuilt_not_used(harness):
 def test_multi_input_and_tuple_outputs(harness):
     r = check(harness, "image_and_mask", "lite", 192).record
     assert r.verdict == "pass" and set(r.metrics) == {"image", "confidence"}
+    assert r.export["input_names"] == ["image", "mask"] and r.export["output_names"] == [
+        "image",
+        "confidence",
+    ]
+    # export time: once, measured by the cache, under one name (also on a cache hit)
+    assert isinstance(r.export["export_seconds"], float)
+    assert not {"inputs", "outputs", "export_s", "cache"} & set(r.export)
     r = check(harness, "two_heads", "torchscript", 32).record
     assert r.verdict == "pass" and set(r.metrics) == {"output_0", "output_1"}
     assert "top1_agree" in r.metrics["output_0"]

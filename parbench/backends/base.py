@@ -8,6 +8,9 @@ ordered ``{name: numpy array}`` dicts, so every form is compared the same way:
 * output names come from flattening the eager model's output (see :mod:`parbench.zoo.outputs`):
   a tensor is ``"output"``, a tuple/list is ``"output_0"``, ``"output_1"``, ..., a dict
   keeps its keys (nested containers join keys with ``.``).
+
+An Artifact carries both lists (``input_names``, ``output_names``); its ``meta`` holds only what
+the export decided (exporter, opset, notes, ...), which every result records.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 import torch
 
 from parbench._util.hashing import path_bytes
-from parbench.errors import ExportError
 from parbench.zoo.outputs import flatten_outputs
+
+__all__ = ["Artifact", "Availability", "Backend", "ExportRequest", "Family", "Session", "flatten_outputs"]
 
 if TYPE_CHECKING:
     from parbench.zoo import ModelSpec
@@ -64,6 +68,8 @@ class Artifact:
     sizes: list[int] | None  # None: serves every size; else the sizes it was exported for
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
     module: torch.nn.Module | None = None  # in-memory forms (eager, quantized eager) only
+    input_names: list[str] = dataclasses.field(default_factory=list)  # what a session is fed, in order
+    output_names: list[str] = dataclasses.field(default_factory=list)  # what a session returns, in order
 
     @property
     def bytes(self) -> int:
@@ -97,21 +103,3 @@ class Backend(Protocol):
 
     # Optional: `applies_to(spec) -> str | None` returns why a form does not apply to a model
     # (e.g. image-input forms on a model without an RGB input); the harness then skips it.
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers shared by the backends
-
-
-def to_numpy_outputs(out: Any, names: Sequence[str]) -> OrderedDict[str, np.ndarray]:
-    """Eager/TorchScript output -> named numpy arrays, checked against the expected names."""
-    flat = flatten_outputs(out)
-    if names and list(flat) != list(names):
-        raise ExportError(
-            f"the artifact returns outputs {list(flat)} but the eager model returns {list(names)}"
-        )
-    return OrderedDict((k, v.detach().float().cpu().numpy()) for k, v in flat.items())
-
-
-def inputs_to_tensors(inputs: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values())

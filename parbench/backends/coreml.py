@@ -16,9 +16,9 @@ executor (``parbench.coreml_ref``) when it is importable; the session says which
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,26 +27,29 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from parbench.backends.base import Artifact, Availability, ExportError, ExportRequest, Family
-from parbench.backends.executorch import (
+from parbench._util.console import error_text, quiet
+from parbench._util.versions import version_of
+from parbench.backends.base import Artifact, Availability, ExportRequest, Family
+from parbench.backends.export_support import (
     all_sizes,
     artifact_path,
     as_float32,
-    error_text,
+    existing_path,
     export_with_size_fallback,
     input_names,
     output_names,
-    quiet,
+    sized_dims,
     torch_dynamic_shapes,
-    version_of,
 )
-from parbench.backends.export_support import sized_dims
-from parbench.errors import BackendUnavailable
+from parbench.errors import BackendUnavailable, ConfigError, ExportError, SessionError
 from parbench.zoo.outputs import TorchOutputFlattening
 
 Frontend = Literal["torch.export", "trace"]
 Flexible = Literal["enumerated", "range"]
-_FRONTENDS: tuple[Frontend, ...] = ("trace", "torch.export")
+Executor = Literal["auto", "coreml", "reference"]
+FRONTENDS: tuple[Frontend, ...] = ("trace", "torch.export")
+_FLEXIBLE: tuple[Flexible, ...] = ("enumerated", "range")
+_EXECUTORS: tuple[Executor, ...] = ("auto", "coreml", "reference")
 _COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 _MACOS = sys.platform == "darwin"
 NEEDS_MACOS = "Core ML prediction needs macOS"
@@ -91,7 +94,7 @@ def _predictor(path: Path, compute_units: str = "ALL", prefer: str = "auto") -> 
     return model_cls(str(path)), "reference"
 
 
-def served_sizes(req: ExportRequest, dynamic: bool, flexible: str, meta: dict[str, Any]) -> list[int] | None:
+def _served_sizes(req: ExportRequest, dynamic: bool, flexible: str, meta: dict[str, Any]) -> list[int] | None:
     """The sizes a converted package serves: the enumerated ones, any (a range, noted in meta),
     or only the export size."""
     if dynamic and flexible == "enumerated":
@@ -102,9 +105,9 @@ def served_sizes(req: ExportRequest, dynamic: bool, flexible: str, meta: dict[st
     return [int(req.export_size)]
 
 
-def convert_with_fallback(
-    order: Sequence[Any], convert: Callable[[Any], Any], notes: list[str]
-) -> tuple[Any, Any]:
+def _convert_with_fallback(
+    order: Sequence[Frontend], convert: Callable[[Frontend], Any], notes: list[str]
+) -> tuple[Any, Frontend]:
     """Try each frontend in order; the first that converts wins, and why the others failed is noted."""
     errors = []
     for frontend in order:
@@ -138,11 +141,30 @@ class CoreMLSession:
         out = self.model.predict(feeds)
         missing = [n for n in self.output_names if n not in out]
         if missing:
-            raise ExportError(f"the Core ML model returned {sorted(out)}, missing {missing}; re-export it")
+            raise SessionError(f"the Core ML model returned {sorted(out)}, missing {missing}; re-export it")
         return OrderedDict((n, as_float32(out[n])) for n in self.output_names)
 
 
-class _CoreMLBase:
+@dataclasses.dataclass
+class Converted:
+    """A converted model before it is saved, and how it was converted."""
+
+    mlmodel: Any
+    frontend: Frontend  # the one that converted it
+    dynamic: bool  # one package for every requested size
+    notes: list[str]  # why other frontends failed
+
+
+def _one_of(key: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}")
+
+
+class CoreMLBase:
+    """What every Core ML form shares: options, availability, the frontend fallback inside the size
+    fallback (``_converted``), saving and describing the package (``_package``), loading it.  A
+    form that converts another model (the image form) overrides ``export`` on top of those two."""
+
     name: str
     family: Family
     precision: Literal["float16", "float32"]
@@ -155,16 +177,12 @@ class _CoreMLBase:
         flexible: Flexible = "enumerated",
         target: str = "iOS17",
         compute_units: str = "ALL",
-        executor: Literal["auto", "coreml", "reference"] = "auto",
+        executor: Executor = "auto",
     ):
-        if frontend not in _FRONTENDS:
-            raise ValueError(f"frontend must be one of {_FRONTENDS}, got {frontend!r}")
-        if flexible not in ("enumerated", "range"):
-            raise ValueError(f"flexible must be 'enumerated' or 'range', got {flexible!r}")
-        if compute_units not in _COMPUTE_UNITS:
-            raise ValueError(f"compute_units must be one of {_COMPUTE_UNITS}, got {compute_units!r}")
-        if executor not in ("auto", "coreml", "reference"):
-            raise ValueError(f"executor must be 'auto', 'coreml' or 'reference', got {executor!r}")
+        _one_of("frontend", frontend, FRONTENDS)
+        _one_of("flexible", flexible, _FLEXIBLE)
+        _one_of("compute_units", compute_units, _COMPUTE_UNITS)
+        _one_of("executor", executor, _EXECUTORS)
         self.frontend = frontend
         self.flexible = flexible
         # iOS17: the ML program opset of iOS 17 (2023); older phones need iOS15/16 here
@@ -245,62 +263,65 @@ class _CoreMLBase:
                 minimum_deployment_target=getattr(ct.target, self.target),
             )
 
-    def export(self, req: ExportRequest, out: Path) -> Artifact:
-        path = artifact_path(out, self.suffix)
-        names_in, names_out = input_names(req), output_names(req)
-        order = [self.frontend] + [f for f in _FRONTENDS if f != self.frontend]
+    def _converted(
+        self, req: ExportRequest, convert: Callable[[Frontend, bool], Any], hint: str
+    ) -> Converted:
+        """``convert(frontend, dynamic)`` with the frontend fallback inside the size fallback."""
+        order = [self.frontend] + [f for f in FRONTENDS if f != self.frontend]
         notes: list[str] = []
-        t0 = time.perf_counter()
 
         def attempt(dynamic: bool) -> tuple[Any, Frontend]:
-            return convert_with_fallback(order, lambda f: self._convert(f, req, dynamic), notes)
+            return _convert_with_fallback(order, lambda f: convert(f, dynamic), notes)
 
-        (mlmodel, used), dynamic = export_with_size_fallback(req, self.name, attempt, _HINT)
+        (mlmodel, used), dynamic = export_with_size_fallback(req, self.name, attempt, hint)
+        return Converted(mlmodel, used, dynamic, notes)
+
+    def _package(self, req: ExportRequest, out: Path, conv: Converted, meta: dict[str, Any]) -> Artifact:
+        """Save the package; ``meta`` (the form's own entries) gets what every Core ML form records."""
+        path = artifact_path(out, self.suffix)
         if path.exists():
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with quiet():
-            mlmodel.save(str(path))
-        spec = mlmodel.get_spec()
-        meta: dict[str, Any] = {
-            "inputs": names_in,
-            "outputs": names_out,
-            "frontend": used,
-            "precision": self.precision,
-            "target": self.target,
-            "spec_version": int(spec.specificationVersion),
-            "dynamic_shapes": dynamic,
-            "flexible": self.flexible if dynamic else None,
-            "export_s": round(time.perf_counter() - t0, 3),
-            "notes": notes,
-        }
-        sizes = served_sizes(req, dynamic, self.flexible, meta)
-        return Artifact(variant=self.name, path=path, format="mlpackage", sizes=sizes, meta=meta)
+            conv.mlmodel.save(str(path))
+        meta.update(
+            frontend=conv.frontend,
+            precision=self.precision,
+            target=self.target,
+            spec_version=int(conv.mlmodel.get_spec().specificationVersion),
+            dynamic_shapes=conv.dynamic,
+            flexible=self.flexible if conv.dynamic else None,
+            notes=conv.notes,
+        )
+        sizes = _served_sizes(req, conv.dynamic, self.flexible, meta)
+        return Artifact(
+            self.name,
+            path,
+            "mlpackage",
+            sizes,
+            meta,
+            input_names=input_names(req),
+            output_names=output_names(req),
+        )
+
+    def export(self, req: ExportRequest, out: Path) -> Artifact:
+        conv = self._converted(req, lambda f, dynamic: self._convert(f, req, dynamic), _HINT)
+        return self._package(req, out, conv, {})
 
     def load(self, artifact: Artifact) -> CoreMLSession:
-        if not Path(artifact.path).is_dir():
-            raise ExportError(f"{artifact.path} does not exist; re-export the {self.name} artifact")
+        path = existing_path(artifact, folder=True)
         return CoreMLSession(
-            artifact.path,
-            artifact.meta["inputs"],
-            artifact.meta["outputs"],
-            self.compute_units,
-            self.executor,
+            path, artifact.input_names, artifact.output_names, self.compute_units, self.executor
         )
 
 
-class CoreMLFp16Backend(_CoreMLBase):
+class CoreMLFp16Backend(CoreMLBase):
     name = "coreml_fp16"
     family: Family = "fp16"
     precision: Literal["float16", "float32"] = "float16"
 
 
-class CoreMLFp32Backend(_CoreMLBase):
+class CoreMLFp32Backend(CoreMLBase):
     name = "coreml_fp32"
     family: Family = "fp32"
     precision: Literal["float16", "float32"] = "float32"
-
-
-BACKENDS = [CoreMLFp16Backend, CoreMLFp32Backend]
-
-__all__ = ["BACKENDS", "NEEDS_MACOS", "CoreMLFp16Backend", "CoreMLFp32Backend", "CoreMLSession", "_predictor"]

@@ -17,12 +17,12 @@ the package, in one of two ways (option ``normalization``):
   of the converted model: no approximation, two cheap ops more.
 
 Classifiers (task ``classification``, an output of shape ``[1, C]``) get a ``ClassifierConfig``
-with deterministic labels (ImageNet names for 1000 classes, else ``class_0``...): the package
-outputs ``classLabel`` and the ``classLabel_probs`` dictionary, as Xcode previews and Vision
-expect.  Option ``classifier``: ``"softmax"`` (default) puts softmax probabilities in the
-dictionary and keeps the logits as a plain output under the eager name; ``"identity"`` puts
-the model's own output in the dictionary (models that end in softmax) and the session
-rebuilds the tensor from it in label order; ``"none"`` leaves plain tensor outputs.
+with deterministic labels (:mod:`.coreml_labels`; ImageNet names for 1000 classes, else
+``class_0``...): the package outputs ``classLabel`` and the ``classLabel_probs`` dictionary, as
+Xcode previews and Vision expect.  Option ``classifier``: ``"softmax"`` (default) puts softmax
+probabilities in the dictionary and keeps the logits as a plain output under the eager name;
+``"identity"`` puts the model's own output in the dictionary (models that end in softmax) and
+the session rebuilds the tensor from it in label order; ``"none"`` leaves plain tensor outputs.
 
 Parity is measured from the same 8-bit image the eager pipeline normalized: the session
 inverts the fixture's normalization exactly (fixtures come from 8-bit images) and feeds a PIL
@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,25 +44,33 @@ import numpy as np
 import torch
 
 import parbench
-from parbench.backends import coreml as _coreml
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    ExportError,
-    ExportRequest,
-    Family,
-    flatten_outputs,
+from parbench._util.console import quiet
+from parbench.backends.base import Artifact, ExportRequest, Family
+from parbench.backends.coreml import (
+    Converted,
+    CoreMLBase,
+    CoreMLSession,
+    Executor,
+    Flexible,
+    Frontend,
 )
-from parbench.backends.executorch import (
+from parbench.backends.coreml_labels import (
+    LABEL_NAME,
+    PROBS_NAME,
+    class_labels,
+    package_labels,
+    preview_metadata,
+    preview_type,
+)
+from parbench.backends.export_support import (
     all_sizes,
-    artifact_path,
     as_float32,
-    error_text,
-    export_with_size_fallback,
+    existing_path,
     output_names,
-    quiet,
-    version_of,
+    torch_dynamic_shapes,
 )
+from parbench.errors import ConfigError, ExportError, SessionError
+from parbench.zoo.outputs import flatten_outputs
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -75,13 +81,8 @@ Normalization = Literal["folded", "exact"]
 ClassifierMode = Literal["softmax", "identity", "none"]
 _NORMALIZATIONS: tuple[Normalization, ...] = ("folded", "exact")
 _CLASSIFIER_MODES: tuple[ClassifierMode, ...] = ("softmax", "identity", "none")
-_FRONTENDS = ("trace", "torch.export")
 FORM_REVISION = 3  # bump when the exported package changes for the same options
 
-LABEL_NAME = "classLabel"  # ClassifierConfig's predicted feature; the dict is LABEL_NAME + "_probs"
-PROBS_NAME = LABEL_NAME + "_probs"
-PREVIEW_TYPE = "com.apple.coreml.model.preview.type"
-PREVIEW_PARAMS = "com.apple.coreml.model.preview.params"
 PIXEL_GRID_TOLERANCE = 1e-3  # fixtures invert to 0..255 within ~2e-5 of an integer
 _HINT = (
     "coremltools could not convert the model with an image input. If an op is missing, register a "
@@ -144,7 +145,7 @@ def to_pixels(x: np.ndarray, mean: Sequence[float], std: Sequence[float], name: 
     """
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[:2] != (1, 3):
-        raise ValueError(
+        raise SessionError(
             f"input {name!r} has shape {tuple(x.shape)}; coreml_image takes one RGB image [1, 3, H, W]"
         )
     # float32 is enough: fixture pixels come back within ~2e-5 of an integer
@@ -153,7 +154,7 @@ def to_pixels(x: np.ndarray, mean: Sequence[float], std: Sequence[float], name: 
     r = np.rint(p)
     off = float(np.abs(p - r).max()) if p.size else 0.0
     if not np.isfinite(off) or off > PIXEL_GRID_TOLERANCE or r.min() < 0 or r.max() > 255:
-        raise ValueError(
+        raise SessionError(
             f"input {name!r} is not an 8-bit RGB image normalized with mean={tuple(mean)} std={tuple(std)}: "
             f"un-normalized it spans {p.min():.4g}..{p.max():.4g} with values up to {off:.3g} off the "
             "integer pixel grid. coreml_image feeds Core ML a pixel buffer, so give it inputs made from "
@@ -166,71 +167,6 @@ def to_image(x: np.ndarray, mean: Sequence[float], std: Sequence[float], name: s
     from PIL import Image
 
     return Image.fromarray(to_pixels(x, mean, std, name), "RGB")
-
-
-# ---------------------------------------------------------------------------------------------
-# labels
-
-
-def imagenet_labels() -> list[str] | None:
-    """The 1000 ImageNet class names torchvision ships with its weight metadata (no download)."""
-    try:
-        from parbench.zoo.torchvision_shim import import_torchvision
-
-        return list(import_torchvision().models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
-    except Exception:
-        return None
-
-
-def voc_labels() -> list[str] | None:
-    """The 21 Pascal VOC class names of torchvision's segmentation weights (no download)."""
-    try:
-        from parbench.zoo.torchvision_shim import import_torchvision
-
-        seg = import_torchvision().models.segmentation
-        return list(seg.DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"])
-    except Exception:
-        return None
-
-
-def class_labels(n: int, task: str) -> tuple[list[str], str]:
-    """Deterministic, unique labels for n classes and where they came from."""
-    labels, source = None, "generic"
-    if task == "classification" and n == 1000:
-        labels, source = imagenet_labels(), "imagenet (torchvision weights meta)"
-    elif task == "segmentation" and n == 21:
-        labels, source = voc_labels(), "pascal voc (torchvision weights meta)"
-    if not labels or len(labels) != n:
-        labels, source = [f"class_{i}" for i in range(n)], "generic"
-    return unique(labels), source
-
-
-def package_labels(spec: Any) -> list[Any]:
-    """The class labels of a saved classifier's ``classify`` op (an ML program spec), in order."""
-    for fn in spec.mlProgram.functions.values():
-        for block in fn.block_specializations.values():
-            for op in block.operations:
-                if op.type != "classify":
-                    continue
-                arg = op.inputs["classes"].arguments[0]
-                values = arg.value.immediateValue.list.values
-                labels: list[Any] = []
-                for v in values:
-                    t = v.immediateValue.tensor
-                    which = t.WhichOneof("value")
-                    labels.extend(t.strings.values if which == "strings" else getattr(t, which).values)
-                return labels
-    raise ExportError("the Core ML package has no classify op; re-export it with a classifier")
-
-
-def unique(labels: Sequence[str]) -> list[str]:
-    """Labels made unique (a classifier's dictionary is keyed by label): repeats get ' (2)', ..."""
-    seen: dict[str, int] = {}
-    out = []
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +239,8 @@ def _classifier_output(req: ExportRequest, names: Sequence[str]) -> tuple[str, i
 
 def _fold_error(req: ExportRequest, names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Eager outputs with the folded preprocessing against the exact one, on the example image
-    in fp32: what folding alone costs, apart from fp16 compute."""
-    from parbench.compare import output_metrics
-
+    in fp32: what folding alone costs, apart from fp16 compute.  Per output: the largest absolute
+    difference, the relative L2 error and the cosine similarity."""
     spec = req.spec
     f = fold(tuple(spec.mean), tuple(spec.std))
     x = req.example_inputs[0].double()
@@ -318,8 +253,13 @@ def _fold_error(req: ExportRequest, names: Sequence[str]) -> dict[str, dict[str,
         got = flatten_outputs(req.module(folded))
     out = {}
     for name, r, a in zip(names, ref.values(), got.values(), strict=True):
-        metrics = output_metrics(a.float().numpy(), r.float().numpy(), spec.task)
-        out[name] = {k: round(v, 6) for k, v in metrics.items()}
+        r64, a64 = r.double().numpy().ravel(), a.double().numpy().ravel()
+        nr, na = float(np.linalg.norm(r64)), float(np.linalg.norm(a64))
+        out[name] = {
+            "max_abs": round(float(np.abs(a64 - r64).max(initial=0.0)), 6),
+            "rel_l2": round(float(np.linalg.norm(a64 - r64)) / max(nr, 1e-12), 6),
+            "cosine": round(float(a64 @ r64) / (na * nr) if na and nr else float(na == nr), 6),
+        }
     return out
 
 
@@ -327,17 +267,17 @@ def _fold_error(req: ExportRequest, names: Sequence[str]) -> dict[str, dict[str,
 # session
 
 
-class CoreMLImageSession:
+class CoreMLImageSession(CoreMLSession):
     """Normalized fixture arrays in, the eager model's named outputs out; the package is fed a
     PIL image in between, as an app feeds a pixel buffer."""
 
-    def __init__(self, path: Path, meta: Mapping[str, Any], compute_units: str, prefer: str):
-        self.model, self.executor = _coreml._predictor(path, compute_units, prefer)
-        self.input_name = meta["inputs"][0]
+    def __init__(self, artifact: Artifact, compute_units: str, prefer: str):
+        super().__init__(artifact.path, artifact.input_names, artifact.output_names, compute_units, prefer)
+        meta = artifact.meta
+        self.input_name = self.input_names[0]
         self.image_name = meta["image_input"]
         self.mean = tuple(meta["mean"])
         self.std = tuple(meta["std"])
-        self.output_names = list(meta["outputs"])
         cls = meta.get("classifier") or {}
         self.rebuilt = cls.get("output") if cls.get("mode") == "identity" else None
         # the dictionary is rebuilt into a tensor in the classify op's label order
@@ -357,7 +297,7 @@ class CoreMLImageSession:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
         if self.input_name not in inputs:
-            raise ValueError(f"missing input {self.input_name!r}; got {sorted(inputs)}")
+            raise SessionError(f"missing input {self.input_name!r}; got {sorted(inputs)}")
         raw = self.model.predict({self.image_name: self.image(inputs[self.input_name])})
         self.last_raw = raw
         out: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -367,16 +307,18 @@ class CoreMLImageSession:
             elif name in raw:
                 out[name] = as_float32(raw[name])
             else:
-                raise ExportError(f"the Core ML model returned {sorted(raw)}, missing {name!r}; re-export it")
+                raise SessionError(
+                    f"the Core ML model returned {sorted(raw)}, missing {name!r}; re-export it"
+                )
         return out
 
     def _from_dict(self, raw: Mapping[str, Any]) -> np.ndarray:
         probs = raw.get(PROBS_NAME)
         if not isinstance(probs, Mapping):
-            raise ExportError(f"the Core ML classifier returned no {PROBS_NAME!r} dictionary; re-export it")
+            raise SessionError(f"the Core ML classifier returned no {PROBS_NAME!r} dictionary; re-export it")
         missing = [k for k in self.labels if k not in probs]
         if missing:
-            raise ExportError(f"{PROBS_NAME} lacks labels {missing[:5]}; re-export the package")
+            raise SessionError(f"{PROBS_NAME} lacks labels {missing[:5]}; re-export the package")
         return np.asarray([[probs[k] for k in self.labels]], dtype=np.float32)
 
 
@@ -384,82 +326,49 @@ class CoreMLImageSession:
 # backend
 
 
-class CoreMLImageBackend:
+class CoreMLImageBackend(CoreMLBase):
     name = "coreml_image"
     family: Family = "fp16"
-    precision = "float16"  # ML program default compute precision
-    shape_mode: Literal["any", "per_size"] = "any"
-    suffix = ".mlpackage"
+    precision: Literal["float16", "float32"] = "float16"  # ML program default compute precision
     default_normalization: Normalization = "folded"
 
     def __init__(
         self,
         normalization: Normalization | None = None,
         classifier: ClassifierMode = "softmax",
-        frontend: Literal["trace", "torch.export"] = "trace",
-        flexible: Literal["enumerated", "range"] = "enumerated",
+        frontend: Frontend = "trace",
+        flexible: Flexible = "enumerated",
         target: str = "iOS17",
         compute_units: str = "ALL",
-        executor: Literal["auto", "coreml", "reference"] = "auto",
+        executor: Executor = "auto",
         license: str = "unspecified",
     ):
         normalization = normalization or self.default_normalization
         if normalization not in _NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+            raise ConfigError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
         if classifier not in _CLASSIFIER_MODES:
-            raise ValueError(f"classifier must be one of {_CLASSIFIER_MODES}, got {classifier!r}")
-        if frontend not in _FRONTENDS:
-            raise ValueError(f"frontend must be one of {_FRONTENDS}, got {frontend!r}")
-        if flexible not in ("enumerated", "range"):
-            raise ValueError(f"flexible must be 'enumerated' or 'range', got {flexible!r}")
-        if executor not in ("auto", "coreml", "reference"):
-            raise ValueError(f"executor must be 'auto', 'coreml' or 'reference', got {executor!r}")
+            raise ConfigError(f"classifier must be one of {_CLASSIFIER_MODES}, got {classifier!r}")
+        if not isinstance(license, str):
+            raise ConfigError(f"license must be a string (written into the package), got {license!r}")
+        super().__init__(frontend, flexible, target, compute_units, executor)
         self.normalization: Normalization = normalization
         self.classifier: ClassifierMode = classifier
-        self.frontend = frontend
-        self.flexible = flexible
-        self.target = target
-        self.compute_units = compute_units
-        self.executor = executor
         self.license = license
 
-    # -- what the harness asks ----------------------------------------------------------------
     def applies_to(self, spec: ModelSpec) -> str | None:
         return applies_to(spec)
 
-    def available(self) -> Availability:
-        try:
-            import coremltools  # noqa: F401
-        except Exception as exc:
-            return Availability(False, False, f"coremltools is not importable: {error_text(exc, 1)}")
-        if _coreml._MACOS and self.executor != "reference":
-            return Availability(True, True, "", "coreml")
-        if self.executor != "coreml":
-            try:
-                _coreml._reference_model()
-            except ImportError:
-                pass
-            else:
-                return Availability(
-                    True, True, f"{_coreml.NEEDS_MACOS}; using the reference executor", "reference"
-                )
-        return Availability(True, False, _coreml.NEEDS_MACOS, "coreml")
-
     def options(self) -> dict[str, Any]:
-        return {
-            "convert_to": "mlprogram",
-            "precision": self.precision,
-            "target": self.target,
-            "frontend": self.frontend,
-            "flexible": self.flexible,
-            "input": "ImageType RGB",
-            "normalization": self.normalization,
-            "classifier": self.classifier,
-            "license": self.license,
-            "revision": FORM_REVISION,
-            "torch": torch.__version__,
-            "coremltools": version_of("coremltools"),
-        }
+        opts = super().options()
+        del opts["io_dtype"]  # the input is an image; outputs stay float32
+        opts.update(
+            input="ImageType RGB",
+            normalization=self.normalization,
+            classifier=self.classifier,
+            license=self.license,
+            revision=FORM_REVISION,
+        )
+        return opts
 
     # -- export -----------------------------------------------------------------------------
     def _image_type(self, req: ExportRequest, name: str, dynamic: bool) -> Any:
@@ -483,9 +392,9 @@ class CoreMLImageBackend:
             scale, bias = f["scale"], f["bias"]
         return ct.ImageType(name=name, shape=shape, scale=scale, bias=bias, color_layout=ct.colorlayout.RGB)
 
-    def _convert(
+    def _convert_image(
         self,
-        frontend: str,
+        frontend: Frontend,
         req: ExportRequest,
         dynamic: bool,
         names: Sequence[str],
@@ -493,8 +402,6 @@ class CoreMLImageBackend:
         labels: Sequence[str],
     ) -> Any:
         import coremltools as ct
-
-        from parbench.backends.executorch import torch_dynamic_shapes
 
         spec = req.spec
         softmax = cls is not None and self.classifier == "softmax"
@@ -547,7 +454,6 @@ class CoreMLImageBackend:
         if reason := applies_to(req.spec):
             raise ExportError(f"{self.name}: {reason}")
         spec = req.spec
-        path = artifact_path(out, self.suffix)
         names = output_names(req)
         clashes = {LABEL_NAME, PROBS_NAME} & set(names)
         if clashes:
@@ -559,31 +465,17 @@ class CoreMLImageBackend:
             labels, label_source = class_labels(cls[1], "classification")
         else:
             labels, label_source = [], ""
-        order = [self.frontend] + [f for f in _FRONTENDS if f != self.frontend]
-        notes: list[str] = []
-        t0 = time.perf_counter()
-
-        def attempt(dynamic: bool) -> tuple[Any, str]:
-            return _coreml.convert_with_fallback(
-                order, lambda f: self._convert(f, req, dynamic, names, cls, labels), notes
-            )
-
-        (mlmodel, used), dynamic = export_with_size_fallback(req, self.name, attempt, _HINT)
+        conv = self._converted(
+            req, lambda f, dynamic: self._convert_image(f, req, dynamic, names, cls, labels), _HINT
+        )
         norm = self._normalization_meta(req, names)
         seg_labels: list[str] = []
         if spec.task == "segmentation":
             seg_labels, label_source = self._segmentation_labels(req)
-        self._describe(mlmodel, req, names, cls, norm, seg_labels, used, dynamic)
-        if path.exists():
-            shutil.rmtree(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with quiet():
-            mlmodel.save(str(path))
+        self._describe(conv, req, names, cls, norm, seg_labels)
         meta: dict[str, Any] = {
-            "inputs": list(spec.input_names),
             "image_input": spec.input_names[0],
-            "outputs": list(names),
-            "package_outputs": [o.name for o in mlmodel.get_spec().description.output],
+            "package_outputs": [o.name for o in conv.mlmodel.get_spec().description.output],
             "mean": list(spec.mean),
             "std": list(spec.std),
             "normalization": norm,
@@ -596,20 +488,11 @@ class CoreMLImageBackend:
                 "label_source": label_source,
                 "first_labels": labels[:5],
             },
-            "preview_type": _preview_type(spec.task, cls),
-            "frontend": used,
-            "precision": self.precision,
-            "target": self.target,
-            "spec_version": int(mlmodel.get_spec().specificationVersion),
-            "dynamic_shapes": dynamic,
-            "flexible": self.flexible if dynamic else None,
-            "export_s": round(time.perf_counter() - t0, 3),
-            "notes": notes,
+            "preview_type": preview_type(spec.task, cls is not None),
         }
         if seg_labels:
             meta["segmentation_labels"] = {"count": len(seg_labels), "label_source": label_source}
-        sizes = _coreml.served_sizes(req, dynamic, self.flexible, meta)
-        return Artifact(variant=self.name, path=path, format="mlpackage", sizes=sizes, meta=meta)
+        return self._package(req, out, conv, meta)
 
     def _normalization_meta(self, req: ExportRequest, names: Sequence[str]) -> dict[str, Any]:
         spec = req.spec
@@ -636,17 +519,15 @@ class CoreMLImageBackend:
 
     def _describe(
         self,
-        mlmodel: Any,
+        conv: Converted,
         req: ExportRequest,
         names: Sequence[str],
         cls: tuple[str, int] | None,
         norm: Mapping[str, Any],
         seg_labels: Sequence[str],
-        frontend: str,
-        dynamic: bool,
     ) -> None:
         """Metadata apps and Xcode read: descriptions, author, version, license, preview type."""
-        spec = req.spec
+        mlmodel, spec = conv.mlmodel, req.spec
         what = spec.description or spec.name
         mlmodel.short_description = (
             f"{what}: {spec.task} from an RGB image; {self.normalization} "
@@ -657,7 +538,7 @@ class CoreMLImageBackend:
         mlmodel.license = self.license
         sizes = (
             ", ".join(f"{s}x{s}" for s in all_sizes(req))
-            if dynamic
+            if conv.dynamic
             else f"{req.export_size}x{req.export_size}"
         )
         mlmodel.input_description[spec.input_names[0]] = (
@@ -679,11 +560,11 @@ class CoreMLImageBackend:
         # what coremltools records for a direct conversion (the classifier path goes through MIL)
         md["com.github.apple.coremltools.source"] = f"torch=={torch.__version__}"
         md["com.github.apple.coremltools.source_dialect"] = (
-            "TorchScript" if frontend == "trace" else "TorchExport::ATEN"
+            "TorchScript" if conv.frontend == "trace" else "TorchExport::ATEN"
         )
         md["parbench.model"] = spec.name
         md["parbench.task"] = spec.task
-        md["parbench.frontend"] = frontend
+        md["parbench.frontend"] = conv.frontend
         md["parbench.normalization"] = self.normalization
         md["parbench.mean"] = json.dumps(list(spec.mean))
         md["parbench.std"] = json.dumps(list(spec.std))
@@ -692,18 +573,14 @@ class CoreMLImageBackend:
         md["parbench.max_scale_error"] = (
             repr(norm["max_scale_error"]) if self.normalization == "folded" else "0"
         )
-        preview = _preview_type(spec.task, cls)
-        if preview:
-            md[PREVIEW_TYPE] = preview
-        if seg_labels:
-            md[PREVIEW_PARAMS] = json.dumps({"labels": list(seg_labels)})
+        for key, value in preview_metadata(spec.task, cls is not None, seg_labels).items():
+            md[key] = value
 
     def load(self, artifact: Artifact) -> CoreMLImageSession:
-        if not Path(artifact.path).is_dir():
-            raise ExportError(f"{artifact.path} does not exist; re-export the {self.name} artifact")
+        existing_path(artifact, folder=True)
         if "image_input" not in artifact.meta:
-            raise ExportError(f"{artifact.path} was not exported by the {self.name} form; re-export it")
-        return CoreMLImageSession(artifact.path, artifact.meta, self.compute_units, self.executor)
+            raise SessionError(f"{artifact.path} was not exported by the {self.name} form; re-export it")
+        return CoreMLImageSession(artifact, self.compute_units, self.executor)
 
 
 class CoreMLImageExactBackend(CoreMLImageBackend):
@@ -711,26 +588,3 @@ class CoreMLImageExactBackend(CoreMLImageBackend):
 
     name = "coreml_image_exact"
     default_normalization: Normalization = "exact"
-
-
-def _preview_type(task: str, cls: tuple[str, int] | None) -> str | None:
-    if cls is not None:
-        return "imageClassifier"
-    if task == "segmentation":
-        return "imageSegmenter"
-    return None
-
-
-BACKENDS = [CoreMLImageBackend, CoreMLImageExactBackend]
-
-__all__ = [
-    "BACKENDS",
-    "CoreMLImageBackend",
-    "CoreMLImageExactBackend",
-    "CoreMLImageSession",
-    "applies_to",
-    "class_labels",
-    "fold",
-    "to_image",
-    "to_pixels",
-]

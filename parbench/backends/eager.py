@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from parbench.backends.base import Artifact, Availability, ExportRequest, inputs_to_tensors, to_numpy_outputs
-
-
-class EagerSession:
-    executor = "torch-eager"
-
-    def __init__(self, module: torch.nn.Module, output_names: list[str]):
-        self.module, self.output_names = module, output_names
-
-    @torch.inference_mode()
-    def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
-        return to_numpy_outputs(self.module(*inputs_to_tensors(inputs)), self.output_names)
+from parbench.backends.base import Artifact, Availability, ExportRequest
+from parbench.backends.torch_session import TorchModuleSession
 
 
 class EagerBackend:
@@ -37,8 +22,15 @@ class EagerBackend:
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         return Artifact(
-            self.name, Path(), "eager", None, {"note": "the eager module itself"}, module=req.module
+            self.name,
+            Path(),
+            "eager",
+            None,
+            {"note": "the eager module itself"},
+            module=req.module,
+            input_names=list(getattr(req.spec, "input_names", None) or []),
+            output_names=list(req.output_names),
         )
 
-    def load(self, artifact: Artifact) -> EagerSession:
-        return EagerSession(artifact.module, list(artifact.meta.get("output_names", [])))
+    def load(self, artifact: Artifact) -> TorchModuleSession:
+        return TorchModuleSession(artifact.module, "torch-eager", artifact.input_names, artifact.output_names)

@@ -4,40 +4,37 @@ The model goes through ``torch.export`` (one program for every size when the gra
 dynamic height/width, else one per size), ``to_edge_transform_and_lower`` with the XNNPACK
 partitioner, and ``to_executorch``; the ``.pte`` runs with ``executorch.runtime.Runtime``, the
 same C++ runtime an iOS app links.
-
-The first half of this module holds helpers that the other converter-based forms (ONNX,
-quantized, Core ML) share: input/output names, the dynamic-size description for
-``torch.export``, the size probe, quiet conversion and error summaries.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from parbench._util.console import error_text, quiet
 from parbench._util.versions import version_of
-from parbench.backends.base import Artifact, Availability, ExportError, ExportRequest, Family
+from parbench.backends.base import Artifact, Availability, ExportRequest, Family
 from parbench.backends.export_support import (
     all_sizes,
     artifact_path,
     as_float32,
+    calibration_batches,
     check_sizes,
+    checked_threads,
+    existing_path,
     export_with_size_fallback,
+    exported_artifact,
     input_names,
     output_names,
     torch_dynamic_shapes,
 )
+from parbench.errors import ExportError, SessionError
 from parbench.zoo.outputs import TorchOutputFlattening
-
-T = TypeVar("T")
 
 
 def _delegation(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
@@ -76,7 +73,7 @@ class ExecuTorchSession:
             self.program = Runtime.get().load_program(Path(path))
             method = self.program.load_method("forward")
         if method is None:
-            raise ExportError(f"{path} has no 'forward' method; re-export it")
+            raise SessionError(f"{path} has no 'forward' method; re-export it")
         self.method = method
         self.input_names = list(input_names)
         self.output_names = list(output_names)
@@ -89,8 +86,9 @@ class ExecuTorchSession:
         xs = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in self.input_names]
         outs = self.method.execute(xs)
         if len(outs) != len(self.output_names):
-            raise ExportError(
-                f"the .pte returns {len(outs)} outputs, the eager model {len(self.output_names)}"
+            raise SessionError(
+                f"the .pte returns {len(outs)} outputs, the eager model {len(self.output_names)}; "
+                "re-export it from the current model"
             )
         return OrderedDict((n, as_float32(o)) for n, o in zip(self.output_names, outs, strict=True))
 
@@ -110,7 +108,7 @@ class _ExecuTorchBase:
     quantize = False
 
     def __init__(self, threads: int | None = None):
-        self.threads = threads  # XNNPACK threadpool size at load (None: runtime default)
+        self.threads = checked_threads(threads)  # XNNPACK threadpool size at load (None: runtime default)
 
     def available(self) -> Availability:
         try:
@@ -178,8 +176,7 @@ class _ExecuTorchBase:
         path = artifact_path(out, self.suffix)
         names_in, names_out = input_names(req), output_names(req)
         model = TorchOutputFlattening(req.module).eval()
-        meta: dict[str, Any] = {"inputs": names_in, "outputs": names_out, "partitioner": "xnnpack"}
-        t0 = time.perf_counter()
+        meta: dict[str, Any] = {"partitioner": "xnnpack"}
 
         def attempt(dynamic: bool) -> bytes:
             meta.pop("delegation", None)
@@ -188,7 +185,6 @@ class _ExecuTorchBase:
         buffer, dynamic = export_with_size_fallback(req, self.name, attempt, _HINT)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(buffer)
-        meta["export_s"] = round(time.perf_counter() - t0, 3)
         meta["dynamic_shapes"] = dynamic
         if self.quantize:
             meta["quant"] = {"flow": "pt2e", "quantizer": "XNNPACKQuantizer", "per_channel": True}
@@ -199,54 +195,17 @@ class _ExecuTorchBase:
                 meta["sizes_checked"] = check_sizes(
                     req, self.name, lambda xs: list(session.method.execute(list(xs)))
                 )
+            except SessionError as exc:
+                path.unlink(missing_ok=True)
+                raise ExportError(f"{self.name}: the exported program does not load: {exc}") from exc
             except Exception:
                 path.unlink(missing_ok=True)  # not an artifact for these sizes
                 raise
-        return Artifact(
-            variant=self.name,
-            path=path,
-            format="pte",
-            sizes=None if dynamic else [int(req.export_size)],
-            meta=meta,
-        )
+        return exported_artifact(self.name, req, path, "pte", dynamic, meta)
 
     def load(self, artifact: Artifact) -> ExecuTorchSession:
-        meta = artifact.meta
-        if not Path(artifact.path).is_file():
-            raise ExportError(f"{artifact.path} does not exist; re-export the {self.name} artifact")
-        return ExecuTorchSession(artifact.path, meta["inputs"], meta["outputs"], self.threads)
-
-
-def calibration_batches(req: ExportRequest, fixed: bool) -> tuple[list[tuple[torch.Tensor, ...]], str]:
-    """Calibration inputs for int8 forms, plus a note when they had to be adapted.
-
-    A fixed-size graph takes only export-size inputs: other sizes are resized to it.  With no
-    calibration set at all, the example input is used (and said so).
-    """
-    batches = [tuple(b) for b in req.calibration]
-    if not batches:
-        return [
-            tuple(req.example_inputs)
-        ], "no calibration inputs given: calibrated on the example input only"
-    if not fixed:
-        return batches, ""
-    want = [tuple(x.shape) for x in req.example_inputs]
-    out, resized = [], 0
-    for b in batches:
-        if [tuple(x.shape) for x in b] == want:
-            out.append(b)
-            continue
-        adapted = []
-        for x, ref in zip(b, req.example_inputs, strict=True):
-            if x.shape != ref.shape and x.dim() == 4 and x.is_floating_point():
-                x = F.interpolate(x, size=tuple(ref.shape[-2:]), mode="bilinear", align_corners=False)
-            adapted.append(x)
-        out.append(tuple(adapted))
-        resized += 1
-    note = (
-        f"{resized} calibration inputs resized to {req.export_size} px (fixed-size graph)" if resized else ""
-    )
-    return out, note
+        path = existing_path(artifact)
+        return ExecuTorchSession(path, artifact.input_names, artifact.output_names, self.threads)
 
 
 class ExecuTorchFp32Backend(_ExecuTorchBase):
@@ -258,20 +217,3 @@ class ExecuTorchInt8Backend(_ExecuTorchBase):
     name = "executorch_int8"
     family: Family = "int8"
     quantize = True
-
-
-BACKENDS = [ExecuTorchFp32Backend, ExecuTorchInt8Backend]
-
-__all__ = [
-    "BACKENDS",
-    "ExecuTorchFp32Backend",
-    "ExecuTorchInt8Backend",
-    "ExecuTorchSession",
-    "artifact_path",
-    "check_sizes",
-    "error_text",
-    "export_with_size_fallback",
-    "input_names",
-    "output_names",
-    "quiet",
-]

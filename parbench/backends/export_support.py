@@ -1,6 +1,7 @@
-"""Helpers the converter-based forms share (ONNX, quantized, ExecuTorch, Core ML): input and output
-names, the dynamic-size description for ``torch.export``, the size probe and the per-size fallback,
-and error summaries.  Each form stays one module; what they have in common lives here.
+"""Helpers the forms share: input and output names, the dynamic-size description for
+``torch.export``, the size probe and the per-size fallback, calibration inputs for the int8 forms,
+and the check that an artifact is still on disk before it is loaded.  Each form stays one module;
+what they have in common lives here.
 """
 
 from __future__ import annotations
@@ -14,11 +15,27 @@ import torch
 import torch.nn.functional as F
 
 from parbench._util.console import error_text, quiet
-from parbench.backends.base import ExportRequest
-from parbench.errors import BackendUnavailable, ExportError, NeedsPerSize
+from parbench.backends.base import Artifact, ExportRequest
+from parbench.errors import BackendUnavailable, ConfigError, ExportError, NeedsPerSize, SessionError
 from parbench.zoo.outputs import flatten_outputs
 
 T = TypeVar("T")
+
+
+def exported_artifact(
+    variant: str, req: ExportRequest, path: Path, fmt: str, every_size: bool, meta: dict[str, Any]
+) -> Artifact:
+    """The Artifact of an export: ``every_size`` when one file serves every size, else it serves
+    the export size only; named with the request's input and output names."""
+    return Artifact(
+        variant,
+        path,
+        fmt,
+        None if every_size else [int(req.export_size)],
+        meta,
+        input_names=input_names(req),
+        output_names=output_names(req),
+    )
 
 
 def artifact_path(out: Path, suffix: str) -> Path:
@@ -194,11 +211,58 @@ def export_with_size_fallback(
 
 
 def as_float32(a: Any) -> np.ndarray:
-    """Outputs are compared as float32, as ``base.to_numpy_outputs`` does for eager."""
+    """Outputs are compared as float32, as the torch forms' sessions return them."""
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().float().numpy()
     return np.asarray(a).astype(np.float32, copy=False)
 
 
-# ---------------------------------------------------------------------------------------------
-# ExecuTorch
+def calibration_batches(req: ExportRequest, fixed: bool) -> tuple[list[tuple[torch.Tensor, ...]], str]:
+    """Calibration inputs for int8 forms, plus a note when they had to be adapted.
+
+    A fixed-size graph takes only export-size inputs: other sizes are resized to it.  With no
+    calibration set at all, the example input is used (and said so).
+    """
+    batches = [tuple(b) for b in req.calibration]
+    if not batches:
+        return [
+            tuple(req.example_inputs)
+        ], "no calibration inputs given: calibrated on the example input only"
+    if not fixed:
+        return batches, ""
+    want = [tuple(x.shape) for x in req.example_inputs]
+    out, resized = [], 0
+    for b in batches:
+        if [tuple(x.shape) for x in b] == want:
+            out.append(b)
+            continue
+        adapted = []
+        for x, ref in zip(b, req.example_inputs, strict=True):
+            if x.shape != ref.shape and x.dim() == 4 and x.is_floating_point():
+                x = F.interpolate(x, size=tuple(ref.shape[-2:]), mode="bilinear", align_corners=False)
+            adapted.append(x)
+        out.append(tuple(adapted))
+        resized += 1
+    note = (
+        f"{resized} calibration inputs resized to {req.export_size} px (fixed-size graph)" if resized else ""
+    )
+    return out, note
+
+
+def checked_threads(threads: int | None) -> int | None:
+    """The ``threads`` option of a form with its own runtime thread pool: None (the runtime's
+    default) or a positive integer."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer or None (runtime default), got {threads!r}")
+    return threads
+
+
+def existing_path(artifact: Artifact, folder: bool = False) -> Path:
+    """The artifact's file (or folder), refused with a clear error when it is gone."""
+    path = Path(artifact.path)
+    if not (path.is_dir() if folder else path.is_file()):
+        raise SessionError(
+            f"{path} does not exist; re-export the {artifact.variant} artifact "
+            "(a cached one is rebuilt on the next run)"
+        )
+    return path

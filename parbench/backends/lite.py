@@ -6,38 +6,20 @@ saved and the choice is recorded in the artifact's meta.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.jit.mobile import _get_model_bytecode_version, _load_for_lite_interpreter
 
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    ExportError,
-    ExportRequest,
-    inputs_to_tensors,
-    to_numpy_outputs,
-)
+from parbench.backends.base import Artifact, Availability, ExportRequest
+from parbench.backends.export_support import exported_artifact
+from parbench.backends.torch_session import TorchModuleSession
 from parbench.backends.torchscript import trace
+from parbench.errors import ExportError
 
 
 def xnnpack_enabled() -> bool:
     return bool(torch._C._is_xnnpack_enabled())
-
-
-class LiteSession:
-    executor = "torch-lite"
-
-    def __init__(self, module, output_names: list[str]):  # a torch.jit.mobile LiteScriptModule
-        self.module, self.output_names = module, output_names
-
-    @torch.inference_mode()
-    def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
-        return to_numpy_outputs(self.module(*inputs_to_tensors(inputs)), self.output_names)
 
 
 class LiteBackend:
@@ -76,10 +58,8 @@ class LiteBackend:
         except Exception as exc:
             raise ExportError(f"_save_for_lite_interpreter failed: {type(exc).__name__}: {exc}") from exc
         meta["bytecode_version"] = int(_get_model_bytecode_version(str(path)))
-        return Artifact(self.name, path, "ptl", None if not req.per_size else [req.export_size], meta)
+        return exported_artifact(self.name, req, path, "ptl", not req.per_size, meta)
 
-    def load(self, artifact: Artifact) -> LiteSession:
-        return LiteSession(
-            _load_for_lite_interpreter(str(artifact.path), map_location="cpu"),
-            list(artifact.meta.get("output_names", [])),
-        )
+    def load(self, artifact: Artifact) -> TorchModuleSession:
+        module = _load_for_lite_interpreter(str(artifact.path), map_location="cpu")
+        return TorchModuleSession(module, "torch-lite", artifact.input_names, artifact.output_names)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,20 +19,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from parbench.backends.base import Artifact, Availability, ExportError, ExportRequest, Family
-from parbench.backends.executorch import (
+from parbench._util.console import error_text, quiet
+from parbench._util.versions import version_of
+from parbench.backends.base import Artifact, Availability, ExportRequest, Family
+from parbench.backends.export_support import (
     artifact_path,
     as_float32,
     check_sizes,
-    error_text,
+    checked_threads,
+    existing_path,
     export_with_size_fallback,
+    exported_artifact,
     input_names,
     output_names,
-    quiet,
+    sized_dims,
     torch_dynamic_shapes,
-    version_of,
 )
-from parbench.backends.export_support import sized_dims
+from parbench.errors import ConfigError, ExportError, SessionError
 from parbench.zoo.outputs import TorchOutputFlattening
 
 Exporter = Literal["torchscript", "dynamo"]
@@ -65,7 +67,7 @@ class OnnxSession:
         self.output_names = list(output_names)
         graph_outputs = [o.name for o in self.sess.get_outputs()]
         if graph_outputs != self.output_names:
-            raise ExportError(
+            raise SessionError(
                 f"{path} has outputs {graph_outputs}, the eager model {self.output_names}; re-export it"
             )
 
@@ -85,10 +87,12 @@ class OnnxBackend:
         self, exporter: Exporter = "torchscript", opset: int | None = None, threads: int | None = None
     ):
         if exporter not in _EXPORTERS:
-            raise ValueError(f"exporter must be one of {_EXPORTERS}, got {exporter!r}")
+            raise ConfigError(f"exporter must be one of {_EXPORTERS}, got {exporter!r}")
+        if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or opset < 1):
+            raise ConfigError(f"opset must be an ONNX opset number or None (per exporter), got {opset!r}")
         self.exporter = exporter
         self.opset = opset  # None: per exporter, see _OPSET
-        self.threads = threads  # intra-op threads at load; None: torch.get_num_threads()
+        self.threads = checked_threads(threads)  # intra-op threads at load; None: torch.get_num_threads()
 
     def available(self) -> Availability:
         try:
@@ -144,7 +148,6 @@ class OnnxBackend:
         names_in, names_out = input_names(req), output_names(req)
         order = [self.exporter] + [e for e in _EXPORTERS if e != self.exporter]
         notes: list[str] = []
-        t0 = time.perf_counter()
 
         def attempt(dynamic: bool) -> Exporter:
             errors = []
@@ -161,7 +164,10 @@ class OnnxBackend:
         try:
             used, dynamic = export_with_size_fallback(req, self.name, attempt, _HINT)
             if dynamic:  # probe the other sizes before the file takes its final name
-                session = OnnxSession(tmp, names_in, names_out, self._threads())
+                try:
+                    session = OnnxSession(tmp, names_in, names_out, self._threads())
+                except SessionError as exc:
+                    raise ExportError(f"{self.name}: the exported file does not load: {exc}") from exc
                 checked = check_sizes(
                     req,
                     self.name,
@@ -175,34 +181,14 @@ class OnnxBackend:
                 tmp.unlink()
         proto = onnx.load(str(path), load_external_data=False)
         opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-        meta: dict[str, Any] = {
-            "inputs": names_in,
-            "outputs": names_out,
-            "exporter": used,
-            "opset": opset,
-            "dynamic_shapes": dynamic,
-            "export_s": round(time.perf_counter() - t0, 3),
-            "notes": notes,
-        }
+        meta: dict[str, Any] = {"exporter": used, "opset": opset, "dynamic_shapes": dynamic, "notes": notes}
         if dynamic:
             meta["sizes_checked"] = checked
-        return Artifact(
-            variant=self.name,
-            path=path,
-            format="onnx",
-            sizes=None if dynamic else [int(req.export_size)],
-            meta=meta,
-        )
+        return exported_artifact(self.name, req, path, "onnx", dynamic, meta)
 
     def _threads(self) -> int:
         return int(self.threads or torch.get_num_threads())
 
     def load(self, artifact: Artifact) -> OnnxSession:
-        if not Path(artifact.path).is_file():
-            raise ExportError(f"{artifact.path} does not exist; re-export the onnx artifact")
-        return OnnxSession(artifact.path, artifact.meta["inputs"], artifact.meta["outputs"], self._threads())
-
-
-BACKENDS = [OnnxBackend]
-
-__all__ = ["BACKENDS", "OnnxBackend", "OnnxSession"]
+        path = existing_path(artifact)
+        return OnnxSession(path, artifact.input_names, artifact.output_names, self._threads())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import tempfile
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,25 +29,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    ExportError,
-    ExportRequest,
-    Family,
-    to_numpy_outputs,
-)
-from parbench.backends.executorch import (
+from parbench._util.console import error_text, quiet
+from parbench.backends.base import Artifact, Availability, ExportRequest, Family
+from parbench.backends.export_support import (
     artifact_path,
     calibration_batches,
     check_sizes,
-    error_text,
-    input_names,
-    output_names,
-    quiet,
+    existing_path,
+    exported_artifact,
+    wants_dynamic,
 )
-from parbench.backends.export_support import wants_dynamic
-from parbench.errors import NeedsPerSize
+from parbench.backends.torch_session import TorchModuleSession, to_numpy_outputs
+from parbench.errors import ConfigError, ExportError, NeedsPerSize
 from parbench.zoo.outputs import TorchOutputFlattening
 
 ENGINE = "qnnpack"
@@ -65,28 +57,18 @@ def quantized_engine(engine: str = ENGINE) -> Iterator[None]:
         torch.backends.quantized.engine = before
 
 
-class QuantizedSession:
-    executor = "torchscript"
+class QuantizedSession(TorchModuleSession):
+    """The traced quantized module, run with the qnnpack kernels; it returns the flat tuple of
+    ``TorchOutputFlattening``, so outputs are named by position."""
 
     def __init__(self, path: Path, input_names: Sequence[str], output_names: Sequence[str]):
         with quantized_engine():
-            self.module = torch.jit.load(str(path), map_location="cpu")
-        self.module.eval()
-        self.input_names = list(input_names)
-        self.output_names = list(output_names)
+            module = torch.jit.load(str(path), map_location="cpu")
+        super().__init__(module.eval(), "torchscript", input_names, output_names, flat_outputs=True)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
-        xs = [torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in self.input_names]
-        with quantized_engine(), torch.no_grad():
-            out = self.module(*xs)
-        # the artifact returns the flat tuple of TorchOutputFlattening: names come by position
-        flat = list(to_numpy_outputs(out, ()).values())
-        if len(flat) != len(self.output_names):
-            raise ExportError(
-                f"the .pt returns {len(flat)} outputs, the eager model {len(self.output_names)} "
-                f"({self.output_names}); re-export it"
-            )
-        return OrderedDict(zip(self.output_names, flat, strict=True))
+        with quantized_engine():
+            return super().run(inputs)
 
 
 _CLAMP_MODULES = (torch.nn.ReLU6, torch.nn.Hardtanh)
@@ -166,6 +148,9 @@ class QuantizedInt8Backend:
     suffix = ".pt"
 
     def __init__(self, check_lite: bool = True, fix_clamp_layout: bool = False):
+        for key, value in (("check_lite", check_lite), ("fix_clamp_layout", fix_clamp_layout)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key} must be true or false, got {value!r}")
         self.check_lite = check_lite
         self.fix_clamp_layout = fix_clamp_layout
 
@@ -244,9 +229,7 @@ class QuantizedInt8Backend:
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         path = artifact_path(out, self.suffix)
-        names_in, names_out = input_names(req), output_names(req)
-        meta: dict[str, Any] = {"inputs": names_in, "outputs": names_out, "engine": ENGINE, "notes": []}
-        t0 = time.perf_counter()
+        meta: dict[str, Any] = {"engine": ENGINE, "notes": []}
         with quantized_engine(), quiet():
             try:
                 quantized = self._quantize(req, meta)
@@ -270,17 +253,10 @@ class QuantizedInt8Backend:
                 meta["sizes_checked"] = self._check_sizes(req, traced, quantized)
             path.parent.mkdir(parents=True, exist_ok=True)
             traced.save(str(path))
-            meta["export_s"] = round(time.perf_counter() - t0, 3)
             if self.check_lite:
                 meta["lite"] = _lite_check(traced, tuple(req.example_inputs))
         meta["dynamic_shapes"] = dynamic
-        return Artifact(
-            variant=self.name,
-            path=path,
-            format="pt",
-            sizes=None if dynamic else [int(req.export_size)],
-            meta=meta,
-        )
+        return exported_artifact(self.name, req, path, "pt", dynamic, meta)
 
     def _check_sizes(
         self, req: ExportRequest, traced: torch.jit.ScriptModule, quantized: torch.nn.Module
@@ -303,11 +279,4 @@ class QuantizedInt8Backend:
         return check_sizes(req, self.name, run)
 
     def load(self, artifact: Artifact) -> QuantizedSession:
-        if not Path(artifact.path).is_file():
-            raise ExportError(f"{artifact.path} does not exist; re-export the {self.name} artifact")
-        return QuantizedSession(artifact.path, artifact.meta["inputs"], artifact.meta["outputs"])
-
-
-BACKENDS = [QuantizedInt8Backend]
-
-__all__ = ["BACKENDS", "QuantizedInt8Backend", "QuantizedSession", "quantized_engine"]
+        return QuantizedSession(existing_path(artifact), artifact.input_names, artifact.output_names)

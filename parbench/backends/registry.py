@@ -67,6 +67,12 @@ def get_backend(variant: str, threads: int | None = None, **options: Any) -> Bac
     if threads is not None and form.takes_threads:
         options["threads"] = threads
     key = (variant, tuple(sorted(options.items())))
+    try:
+        hash(key)
+    except TypeError:
+        raise ConfigError(
+            f"variant {variant!r}: options take plain values (str, int, float, bool, None), got {options}"
+        ) from None
     if key in _instances:
         return _instances[key]
     try:
@@ -81,7 +87,7 @@ def get_backend(variant: str, threads: int | None = None, **options: Any) -> Bac
             raise ConfigError(
                 f"variant {variant!r} does not take the option(s) {sorted(options)}: {exc}"
             ) from None
-        except ValueError as exc:
+        except ConfigError as exc:
             raise ConfigError(f"variant {variant!r}: {exc}") from None
     _instances[key] = backend
     return backend

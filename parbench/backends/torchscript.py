@@ -7,21 +7,14 @@ frozen, which is exactly the bug parity at other sizes exists to catch.
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
-from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from parbench.backends.base import (
-    Artifact,
-    Availability,
-    ExportError,
-    ExportRequest,
-    inputs_to_tensors,
-    to_numpy_outputs,
-)
+from parbench.backends.base import Artifact, Availability, ExportRequest
+from parbench.backends.export_support import exported_artifact
+from parbench.backends.torch_session import TorchModuleSession
+from parbench.errors import ExportError
 
 
 def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
@@ -41,17 +34,6 @@ def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
     return traced, notes
 
 
-class TorchScriptSession:
-    executor = "torch-jit"
-
-    def __init__(self, module: torch.jit.ScriptModule, output_names: list[str]):
-        self.module, self.output_names = module, output_names
-
-    @torch.inference_mode()
-    def run(self, inputs: Mapping[str, np.ndarray]) -> OrderedDict[str, np.ndarray]:
-        return to_numpy_outputs(self.module(*inputs_to_tensors(inputs)), self.output_names)
-
-
 class TorchScriptBackend:
     name = "torchscript"
     family = "fp32"
@@ -68,14 +50,9 @@ class TorchScriptBackend:
         traced, notes = trace(req)
         path = out.with_suffix(self.suffix)
         traced.save(str(path))
-        return Artifact(
-            self.name,
-            path,
-            "pt",
-            None if not req.per_size else [req.export_size],
-            {"method": "torch.jit.trace", "tracer_warnings": notes},
-        )
+        meta = {"method": "torch.jit.trace", "tracer_warnings": notes}
+        return exported_artifact(self.name, req, path, "pt", not req.per_size, meta)
 
-    def load(self, artifact: Artifact) -> TorchScriptSession:
+    def load(self, artifact: Artifact) -> TorchModuleSession:
         module = torch.jit.load(str(artifact.path), map_location="cpu")
-        return TorchScriptSession(module.eval(), list(artifact.meta.get("output_names", [])))
+        return TorchModuleSession(module.eval(), "torch-jit", artifact.input_names, artifact.output_names)

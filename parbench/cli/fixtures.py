@@ -55,7 +55,7 @@ def fixtures(
     from parbench import fixtures as fx
     from parbench import zoo
     from parbench.backends import VARIANTS
-    from parbench.backends.base import ExportError
+    from parbench.errors import ExportError
     from parbench.run.harness import Harness
 
     try:
@@ -104,7 +104,7 @@ def fixtures(
             art.path,
             art.format,
             art.sizes,
-            {k: v for k, v in art.meta.items() if k not in ("cache",)},
+            dict(art.meta),
         )
     fs.save()
     if max_bytecode is not None:

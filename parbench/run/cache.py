@@ -6,6 +6,11 @@ renamed into place, so concurrent writers (pytest-xdist workers, several hosts o
 never see a torn entry; a lock file makes the second writer wait and reuse the first one's work.
 An entry whose artifact no longer matches its recorded sha256 is deleted and rebuilt, never used.
 Export failures are cached too: a conversion that failed fails again from the cache, quickly.
+
+``entry.json`` records the artifact (file, format, sizes, input and output names, meta, sha256) and
+how long the export took (``export_seconds``, handed back in the artifact's meta: the one place
+export time is measured).  An entry missing any of these (written by an older parbench) is
+rebuilt, never guessed at.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from parbench._util.hashing import sha256_path, stable_json
-from parbench.backends.base import Artifact, ExportError, path_bytes
-from parbench.errors import NeedsPerSize
+from parbench._util.hashing import path_bytes, sha256_path, stable_json
+from parbench.backends.base import Artifact
+from parbench.errors import ExportError, NeedsPerSize
 
 ENTRY = "entry.json"
 
@@ -33,8 +38,7 @@ ENTRY = "entry.json"
 @dataclasses.dataclass
 class CacheOutcome:
     artifact: Artifact
-    status: str  # "hit" | "exported" | "rebuilt: <why>"
-    seconds: float  # export time (0 for a hit)
+    status: str  # "hit" | "exported" | "rebuilt (<why>)"
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -76,7 +80,7 @@ class ArtifactCache:
         with _locked(final.with_name(final.name + ".lock")):
             found, why = self._read(final, variant)
             if found is not None:
-                return CacheOutcome(found, "hit", 0.0)
+                return CacheOutcome(found, "hit")
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             tmp.mkdir(parents=True)
             t0 = time.perf_counter()
@@ -88,8 +92,7 @@ class ArtifactCache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            seconds = time.perf_counter() - t0
-            record["export_seconds"] = round(seconds, 3)
+            record["export_seconds"] = round(time.perf_counter() - t0, 3)
             (tmp / ENTRY).write_text(json.dumps(record, indent=1, default=str))
             if final.exists():
                 shutil.rmtree(final)
@@ -99,7 +102,7 @@ class ArtifactCache:
             raise _failure(record)
         found, _ = self._read(final, variant)
         assert found is not None
-        return CacheOutcome(found, status, seconds)
+        return CacheOutcome(found, status)
 
     @staticmethod
     def _record(art: Artifact, folder: Path, key_parts: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +112,8 @@ class ArtifactCache:
             "file": str(rel),
             "format": art.format,
             "sizes": art.sizes,
+            "input_names": list(art.input_names),
+            "output_names": list(art.output_names),
             "meta": art.meta,
             "sha256": sha256_path(art.path),
             "bytes": path_bytes(art.path),
@@ -126,13 +131,16 @@ class ArtifactCache:
             if "error" in record:
                 raise _failure(record)
             path = final / record["file"]
-            if not path.exists():
+            names = {k: record.get(k) for k in ("input_names", "output_names")}
+            if not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in names.values()):
+                reason = "entry written by an older parbench (no input and output names)"
+            elif not path.exists():
                 reason = f"artifact {path.name} missing"
             elif sha256_path(path) != record["sha256"]:
                 reason = f"artifact {path.name} does not match its sha256"
             else:
-                meta = dict(record["meta"], export_seconds=record.get("export_seconds"))
-                return Artifact(variant, path, record["format"], record["sizes"], meta), None
+                meta = dict(record["meta"], export_seconds=record["export_seconds"])
+                return Artifact(variant, path, record["format"], record["sizes"], meta, **names), None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             reason = f"unreadable entry: {exc}"
         shutil.rmtree(final, ignore_errors=True)

@@ -13,7 +13,6 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +23,7 @@ from parbench.backends.base import Artifact, ExportRequest, Session
 from parbench.errors import ConfigError, FixtureError, NeedsPerSize
 from parbench.fixtures import Case, FixtureSet
 from parbench.fixtures.build import build as build_fixtures
-from parbench.run.cache import ArtifactCache
+from parbench.run.cache import ArtifactCache, CacheOutcome
 
 CASES_PER_SIZE = 2
 SESSIONS_KEPT = 3
@@ -45,8 +44,7 @@ class Harness:
         self._modules: dict[str, torch.nn.Module] = {}
         self._digests: dict[str, str] = {}
         self._fixtures: dict[str, FixtureSet] = {}
-        self._sessions: OrderedDict[tuple[str, str], Session] = OrderedDict()
-        self.cache_stats = {"hit": 0, "exported": 0}
+        self._sessions: OrderedDict[tuple[str, str, str], Session] = OrderedDict()
 
     # ---- models and fixtures --------------------------------------------------------------
     def spec(self, name: str) -> zoo.ModelSpec:
@@ -148,14 +146,19 @@ class Harness:
         return export
 
     def artifact(self, name: str, variant: str, size: int) -> Artifact:
-        """The artifact that serves `size`: one exported at the example size when the form can
-        serve every size from one file, else (or when that fails for this model) one per size."""
+        """The artifact that serves `size` (see :meth:`cached_artifact`)."""
+        return self.cached_artifact(name, variant, size).artifact
+
+    def cached_artifact(self, name: str, variant: str, size: int) -> CacheOutcome:
+        """The artifact that serves `size`, and how the cache served it ("hit", "exported",
+        "rebuilt (...)"; "" for eager, which is not exported).  One artifact exported at the
+        example size when the form can serve every size from one file, else (or when that fails
+        for this model) one per size."""
         spec, backend = self.spec(name), get_backend(variant)
-        names = self.output_names(name)
         if variant == "eager":
-            art = backend.export(ExportRequest(self.module(name), spec, (), size, spec.sizes, False), Path())
-            art.meta["output_names"] = names
-            return art
+            names = self.output_names(name)
+            req = ExportRequest(self.module(name), spec, (), size, spec.sizes, False, output_names=names)
+            return CacheOutcome(backend.export(req, Path()), "")
         base_key = {
             "spec": spec.identity(),
             "model": self.model_digest(name),
@@ -166,7 +169,7 @@ class Harness:
         fallback = ""
         if backend.shape_mode == "any":
             try:
-                outcome = self.cache.get_or_export(
+                return self.cache.get_or_export(
                     name,
                     variant,
                     "any",
@@ -175,8 +178,6 @@ class Harness:
                 )
             except NeedsPerSize as exc:
                 fallback = str(exc)
-            else:
-                return self._note(outcome, names)
         outcome = self.cache.get_or_export(
             name,
             variant,
@@ -186,15 +187,7 @@ class Harness:
         )
         if fallback:
             outcome.artifact.meta["per_size_reason"] = fallback
-        return self._note(outcome, names)
-
-    def _note(self, outcome: Any, names: list[str]) -> Artifact:
-        key = "hit" if outcome.status == "hit" else "exported"
-        self.cache_stats[key] += 1
-        art = outcome.artifact
-        art.meta["output_names"] = names
-        art.meta["cache"] = outcome.status
-        return art
+        return outcome
 
     def session(self, name: str, variant: str, size: int) -> Session:
         art = self.artifact(name, variant, size)

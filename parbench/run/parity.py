@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 import traceback
 
 from parbench import compare
@@ -40,24 +39,23 @@ def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
     if reason := h.skip_reason(name, variant, size):
         record.verdict, record.message = "skip", reason
         return outcome
-    t0 = time.perf_counter()
     try:
-        art = h.artifact(name, variant, size)
+        cached = h.cached_artifact(name, variant, size)
     except ExportError as exc:
         record.verdict = "xfail" if known else "error"
         record.message = f"{variant} export of {name} failed: {exc}{known_note}"
         return outcome
-    outcome.artifact = art
-    record.cache = art.meta.get("cache", "")
+    art = outcome.artifact = cached.artifact
+    record.cache = cached.status
     record.export = {
         "path": str(art.path),
         "format": art.format,
         "bytes": art.bytes,
         "sizes": art.sizes,
-        **{k: v for k, v in art.meta.items() if k != "cache"},
+        "input_names": art.input_names,
+        "output_names": art.output_names,
+        **art.meta,
     }
-    if art.meta.get("cache") not in (None, "hit"):
-        record.export["export_seconds"] = round(time.perf_counter() - t0, 2)
     try:
         session = h.session(name, variant, size)
     except BackendUnavailable as exc:

@@ -23,21 +23,20 @@ import numpy as np
 import torch
 
 from parbench import zoo
-from parbench.backends.base import ExportError, ExportRequest, flatten_outputs
-from parbench.backends.coreml import CoreMLFp16Backend, CoreMLFp32Backend
-from parbench.backends.executorch import ExecuTorchFp32Backend, ExecuTorchInt8Backend, error_text
-from parbench.backends.onnx import OnnxBackend
-from parbench.backends.quantized import QuantizedInt8Backend
-from parbench.errors import NeedsPerSize
+from parbench._util.console import error_text
+from parbench.backends import get_backend
+from parbench.backends.base import ExportRequest, flatten_outputs
+from parbench.errors import ExportError, NeedsPerSize
 
-FORMS = {
-    "onnx": OnnxBackend,
-    "quantized_int8": QuantizedInt8Backend,
-    "executorch_fp32": ExecuTorchFp32Backend,
-    "executorch_int8": ExecuTorchInt8Backend,
-    "coreml_fp16": CoreMLFp16Backend,
-    "coreml_fp16_export": lambda: CoreMLFp16Backend(frontend="torch.export"),
-    "coreml_fp32": CoreMLFp32Backend,
+# survey row name -> (variant, options)
+FORMS: dict[str, tuple[str, dict]] = {
+    "onnx": ("onnx", {}),
+    "quantized_int8": ("quantized_int8", {}),
+    "executorch_fp32": ("executorch_fp32", {}),
+    "executorch_int8": ("executorch_int8", {}),
+    "coreml_fp16": ("coreml_fp16", {}),
+    "coreml_fp16_export": ("coreml_fp16", {"frontend": "torch.export"}),
+    "coreml_fp32": ("coreml_fp32", {}),
 }
 
 
@@ -67,7 +66,8 @@ def survey(model: str, forms: list[str], sizes: list[int], tmp: Path) -> list[di
     names = list(golden[sizes[0]])
     rows = []
     for form in forms:
-        backend = FORMS[form]()
+        variant, options = FORMS[form]
+        backend = get_backend(variant, **options)
         row: dict = {"model": model, "form": form, "sizes": sizes}
 
         def request(size: int, per_size: bool) -> ExportRequest:
@@ -99,8 +99,8 @@ def survey(model: str, forms: list[str], sizes: list[int], tmp: Path) -> list[di
                 row["mode"] = "per size"
                 for s in sizes:
                     artifacts[s] = backend.export(request(s, True), tmp / f"{model}-{form}-{s}")
-            row["export_s"] = round(time.perf_counter() - t0, 2)
-            row["meta"] = {k: v for k, v in artifacts[sizes[0]].meta.items() if k not in ("inputs",)}
+            row["export_seconds"] = round(time.perf_counter() - t0, 2)
+            row["meta"] = artifacts[sizes[0]].meta
             row["bytes"] = artifacts[sizes[0]].bytes
             results = {}
             for s in sizes:
@@ -116,7 +116,9 @@ def survey(model: str, forms: list[str], sizes: list[int], tmp: Path) -> list[di
             row["status"] = "ok"
         except ExportError as exc:
             row.update(
-                status="export_error", error=str(exc)[:1500], export_s=round(time.perf_counter() - t0, 2)
+                status="export_error",
+                error=str(exc)[:1500],
+                export_seconds=round(time.perf_counter() - t0, 2),
             )
         except Exception as exc:  # a crash is a finding too; record it with its traceback
             row.update(status="crash", error=error_text(exc), trace=traceback.format_exc()[-2000:])

@@ -24,8 +24,11 @@ ct = pytest.importorskip("coremltools")
 
 from parbench import compare, zoo  # noqa: E402
 from parbench.backends import coreml_image as ci  # noqa: E402
-from parbench.backends.base import ExportError, ExportRequest  # noqa: E402
+from parbench.backends import coreml_labels as labels_mod  # noqa: E402
+from parbench.backends import get_backend  # noqa: E402
+from parbench.backends.base import ExportRequest  # noqa: E402
 from parbench.backends.registry import Form, register, unregister  # noqa: E402
+from parbench.errors import ExportError, SessionError  # noqa: E402
 from parbench.run.harness import Harness  # noqa: E402
 from parbench.run.parity import check  # noqa: E402
 
@@ -194,19 +197,19 @@ def test_fixture_inputs_invert_to_their_exact_pixels(mean, std) -> None:
 def test_inputs_that_are_not_8bit_images_are_refused() -> None:
     mean, std = zoo.spec.IMAGENET_MEAN, zoo.spec.IMAGENET_STD
     noise = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
-    with pytest.raises(ValueError, match="not an 8-bit RGB image normalized with mean"):
+    with pytest.raises(SessionError, match="not an 8-bit RGB image normalized with mean"):
         ci.to_pixels(noise, mean, std)
-    with pytest.raises(ValueError, match=r"shape \(1, 1, 8, 8\); coreml_image takes one RGB image"):
+    with pytest.raises(SessionError, match=r"shape \(1, 1, 8, 8\); coreml_image takes one RGB image"):
         ci.to_pixels(noise[:, :1], mean, std)
 
 
 def test_labels_are_deterministic_and_unique() -> None:
-    assert ci.class_labels(10, "classification") == ([f"class_{i}" for i in range(10)], "generic")
-    labels, source = ci.class_labels(1000, "classification")
+    assert labels_mod.class_labels(10, "classification") == ([f"class_{i}" for i in range(10)], "generic")
+    labels, source = labels_mod.class_labels(1000, "classification")
     assert len(labels) == len(set(labels)) == 1000
     if source.startswith("imagenet"):
         assert labels[0] == "tench"
-    assert ci.unique(["a", "b", "a", "a"]) == ["a", "b", "a (2)", "a (3)"]
+    assert labels_mod.unique(["a", "b", "a", "a"]) == ["a", "b", "a (2)", "a (3)"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ def test_labels_are_deterministic_and_unique() -> None:
 )
 def test_non_image_models_are_refused_clearly(inputs, match) -> None:
     spec = zoo.ModelSpec("m", "generic", SmallClassifier, (32,), 32, inputs=inputs)
-    backend = ci.CoreMLImageBackend()
+    backend = get_backend("coreml_image")
     assert backend.applies_to(spec) is not None
     example = tuple(torch.zeros(i.concrete(32)) for i in inputs)
     req = ExportRequest(SmallClassifier(), spec, example, 32, [32], True)
@@ -236,15 +239,13 @@ def test_non_image_models_are_refused_clearly(inputs, match) -> None:
     assert backend.applies_to(_image_spec("ok", "classification", SmallClassifier)) is None
 
 
-def test_options_select_the_package_and_bad_options_are_refused() -> None:
-    folded, exact = ci.CoreMLImageBackend().options(), ci.CoreMLImageExactBackend().options()
+def test_options_select_the_package() -> None:
+    folded, exact = get_backend("coreml_image").options(), get_backend("coreml_image_exact").options()
     assert folded["normalization"] == "folded" and exact["normalization"] == "exact"
     assert folded != exact  # different cache keys
-    assert ci.CoreMLImageBackend().family == "fp16"
-    with pytest.raises(ValueError, match="normalization must be one of"):
-        ci.CoreMLImageBackend(normalization="per-channel")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="classifier must be one of"):
-        ci.CoreMLImageBackend(classifier="argmax")  # type: ignore[arg-type]
+    assert get_backend("coreml_image", normalization="exact").options() == exact
+    assert get_backend("coreml_image").family == "fp16"
+    # bad options: test_forms.test_bad_backend_options_are_refused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +296,26 @@ def test_folded_mode_error_is_the_fold_error(h) -> None:
             ref = module(folded).numpy()
         got = session.run(case.inputs)["output"]
         assert compare.generic_metrics(got, ref)["rel_l2"] <= noise
+
+
+def test_recorded_fold_error_is_the_eager_models_error_under_the_fold(h) -> None:
+    """The fold error in the artifact's meta: the eager model fed the folded normalization of
+    the example image against the exact one, as parbench.compare measures it."""
+    art = h.artifact(CLS, "coreml_image", SIZES[0])
+    spec, module = h.spec(CLS), h.module(CLS)
+    x = zoo.example_inputs(spec, spec.example_size)["image"]
+    f = ci.fold(spec.mean, spec.std)
+    pixels = ci.to_pixels(x, spec.mean, spec.std).astype(np.float64).transpose(2, 0, 1)[None]
+    folded = pixels * f["scale"] + np.array(f["bias"]).reshape(1, 3, 1, 1)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+        got = module(torch.from_numpy(folded).float()).numpy()
+    want = compare.generic_metrics(got, ref)
+    recorded = art.meta["normalization"]["fold_error"]["output"]
+    assert set(recorded) == {"max_abs", "rel_l2", "cosine"}
+    for metric, value in recorded.items():
+        assert value == pytest.approx(want[metric], rel=1e-3, abs=2e-6), metric
+    assert recorded["rel_l2"] > 1e-3  # the fold costs this model something measurable
 
 
 @needs_executor
@@ -361,7 +382,7 @@ def test_metadata_in_the_saved_package(h) -> None:
     assert "classification from an RGB image" in md.shortDescription and "folded" in md.shortDescription
     assert md.author == "parbench" and CLS in md.versionString and md.license
     ud = dict(md.userDefined)
-    assert ud[ci.PREVIEW_TYPE] == "imageClassifier"
+    assert ud[labels_mod.PREVIEW_TYPE] == "imageClassifier"
     assert ud["parbench.normalization"] == "folded"
     assert json.loads(ud["parbench.image_bias"]) == pytest.approx(
         ci.fold(zoo.spec.IMAGENET_MEAN, zoo.spec.IMAGENET_STD)["bias"]
@@ -376,12 +397,12 @@ def test_metadata_in_the_saved_package(h) -> None:
     ]
     assert "RGB image" in image.shortDescription
     assert desc.predictedFeatureName == "classLabel" and desc.predictedProbabilitiesName == "classLabel_probs"
-    assert ci.package_labels(spec) == [f"class_{i}" for i in range(10)]
+    assert labels_mod.package_labels(spec) == [f"class_{i}" for i in range(10)]
 
     seg = ct.utils.load_spec(str(h.artifact(SEG, "coreml_image", SIZES[0]).path))
     ud = dict(seg.description.metadata.userDefined)
-    assert ud[ci.PREVIEW_TYPE] == "imageSegmenter"
-    assert json.loads(ud[ci.PREVIEW_PARAMS]) == {"labels": [f"class_{i}" for i in range(4)]}
+    assert ud[labels_mod.PREVIEW_TYPE] == "imageSegmenter"
+    assert json.loads(ud[labels_mod.PREVIEW_PARAMS]) == {"labels": [f"class_{i}" for i in range(4)]}
     assert not seg.description.predictedFeatureName
 
 
@@ -403,9 +424,10 @@ def test_torch_export_frontend_with_flexible_sizes(h, tmp_path) -> None:
     spec, module = h.spec(CLS), h.module(CLS)
     example = tuple(torch.from_numpy(v) for v in zoo.example_inputs(spec, SIZES[0]).values())
     req = ExportRequest(module, spec, example, SIZES[0], list(SIZES), False, output_names=["output"])
-    backend = ci.CoreMLImageBackend(normalization="exact", frontend="torch.export")
+    backend = get_backend("coreml_image", normalization="exact", frontend="torch.export")
     art = backend.export(req, tmp_path / "te")
     assert art.meta["frontend"] == "torch.export" and art.sizes == list(SIZES)
+    assert art.input_names == ["image"] and art.output_names == ["output"]
     session = backend.load(art)
     for size in SIZES:
         case = h.cases(CLS, size)[0]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,26 +29,23 @@ import torch
 from support.forms_support import compare, crop, make_request, recalibrate_bn
 from torch import nn
 
+from parbench._util.console import error_text
+from parbench._util.hashing import path_bytes
 from parbench.backends import coreml as coreml_mod
-from parbench.backends.base import Artifact, Availability, ExportError, path_bytes
-from parbench.backends.coreml import CoreMLFp16Backend, CoreMLFp32Backend
-from parbench.backends.executorch import (
-    ExecuTorchFp32Backend,
-    ExecuTorchInt8Backend,
-    artifact_path,
-    error_text,
-)
-from parbench.backends.onnx import OnnxBackend
-from parbench.backends.quantized import QuantizedInt8Backend, clamp_layout_bug
-from parbench.errors import BackendUnavailable, NeedsPerSize
+from parbench.backends import get_backend
+from parbench.backends.base import Artifact, Availability
+from parbench.backends.export_support import artifact_path
+from parbench.backends.quantized import clamp_layout_bug
+from parbench.errors import BackendUnavailable, ConfigError, ExportError, NeedsPerSize, SessionError
 
-FORMS: dict[str, Callable[[], object]] = {
-    "onnx": OnnxBackend,
-    "quantized_int8": lambda: QuantizedInt8Backend(fix_clamp_layout=True),
-    "executorch_fp32": ExecuTorchFp32Backend,
-    "executorch_int8": ExecuTorchInt8Backend,
-    "coreml_fp16": CoreMLFp16Backend,
-    "coreml_fp32": CoreMLFp32Backend,
+# variant -> the options it is built with here
+FORMS: dict[str, dict[str, Any]] = {
+    "onnx": {},
+    "quantized_int8": {"fix_clamp_layout": True},
+    "executorch_fp32": {},
+    "executorch_int8": {},
+    "coreml_fp16": {},
+    "coreml_fp32": {},
 }
 SLOW_ON_MOBILENET = {"executorch_fp32", "executorch_int8"}  # ~30-60 s of XNNPACK lowering each
 INT8_COSINE = {"tiny": 0.999, "mobilenet_v2": 0.85}
@@ -74,7 +72,7 @@ def can_run(backend) -> bool:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny, mobilenet_v2, photo):
-    cache: dict[tuple[str, str], tuple[object, Artifact, nn.Module]] = {}
+    cache: dict[tuple[str, str], tuple[Any, Artifact, nn.Module]] = {}
     models = {
         "tiny": (tiny, 64, [48, 64]),
         "mobilenet_v2": (mobilenet_v2, 128, [128, 160]),
@@ -83,13 +81,18 @@ def exported(tmp_path_factory, tiny, mobilenet_v2, photo):
 
     def get(form: str, model: str):
         if (form, model) not in cache:
-            backend = FORMS[form]()
+            backend = get_backend(form, **FORMS[form])
             module, size, sizes = models[model]
             req = make_request(module, photo, size, sizes)
+            t0 = time.perf_counter()
             cache[form, model] = (backend, backend.export(req, root / f"{model}.{form}"), module)
+            EXPORT_SECONDS[form, model] = round(time.perf_counter() - t0, 3)
         return cache[form, model]
 
     return get
+
+
+EXPORT_SECONDS: dict[tuple[str, str], float] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ def exported(tmp_path_factory, tiny, mobilenet_v2, photo):
 
 @pytest.mark.parametrize("form", list(FORMS))
 def test_backend_contract(form: str) -> None:
-    backend = FORMS[form]()
+    backend = get_backend(form, **FORMS[form])
     assert backend.name == form
     assert backend.family in ("fp32", "fp16", "int8")
     assert backend.shape_mode == "any"
@@ -116,8 +119,9 @@ def test_tiny_net_one_artifact_two_sizes(form: str, exported, photo, record_prop
     backend, art, module = exported(form, "tiny")
     assert art.variant == form
     assert art.path.name.endswith(backend.suffix) and art.path.exists() and art.bytes > 0
-    assert art.meta["inputs"] == ["image"]
-    assert art.meta["outputs"] == ["output_0", "output_1"]
+    assert art.input_names == ["image"]
+    assert art.output_names == ["output_0", "output_1"]
+    assert not {"inputs", "outputs", "output_names", "export_s"} & set(art.meta)
     assert art.meta["dynamic_shapes"] is True
     if form.startswith("coreml"):
         assert art.sizes == [48, 64]  # enumerated shapes: exactly the requested sizes
@@ -140,10 +144,10 @@ def test_tiny_net_one_artifact_two_sizes(form: str, exported, photo, record_prop
 def test_mobilenet_v2_one_artifact_two_sizes(form: str, exported, photo, record_property) -> None:
     backend, art, module = exported(form, "mobilenet_v2")
     assert art.meta["dynamic_shapes"] is True
-    assert art.meta["outputs"] == ["output"]
+    assert art.output_names == ["output"]
     if not can_run(backend):
         pytest.skip(backend.available().reason)
-    record_property("export_s", art.meta["export_s"])
+    record_property("export_seconds", EXPORT_SECONDS[form, "mobilenet_v2"])
     session = backend.load(art)
     for size in (128, 160):
         results = compare(session, module, photo, size)
@@ -170,8 +174,9 @@ def test_onnx_meta(exported) -> None:
 
 def test_onnx_session_threads(exported) -> None:
     _, art, _ = exported("onnx", "tiny")
-    assert OnnxBackend(threads=2).load(art).threads == 2
-    assert OnnxBackend().load(art).threads == torch.get_num_threads()
+    assert get_backend("onnx", threads=2).load(art).threads == 2
+    assert get_backend("onnx").load(art).threads == torch.get_num_threads()
+    assert get_backend("onnx").threads is None  # the threads=2 form is another object
 
 
 def test_executorch_meta(exported) -> None:
@@ -203,7 +208,7 @@ def test_quantized_clamp_layout_bug_is_recorded_and_worked_around(photo, tmp_pat
     req = make_request(module, photo, 32, [32])
     results = {}
     for fix in (False, True):
-        backend = QuantizedInt8Backend(fix_clamp_layout=fix)
+        backend = get_backend("quantized_int8", fix_clamp_layout=fix)
         art = backend.export(req, tmp_path / f"relu6-{fix}")
         assert art.meta["clamp_ops"] == 1
         results[fix] = compare(backend.load(art), module, photo, 32)["output"]["cosine"]
@@ -244,31 +249,42 @@ def test_coreml_fp16_stores_fp16_weights(exported) -> None:
     assert 0.45 < w16 / w32 < 0.55, (w16, w32)
 
 
-def test_bad_backend_options_are_refused() -> None:
-    with pytest.raises(ValueError, match="exporter must be one of"):
-        OnnxBackend(exporter="tf2onnx")
-    with pytest.raises(ValueError, match="compute_units must be one of"):
-        CoreMLFp16Backend(compute_units="GPU")
-    with pytest.raises(ValueError, match="flexible must be"):
-        CoreMLFp32Backend(flexible="any")
+@pytest.mark.parametrize(
+    "variant, options, says",
+    [
+        ("onnx", {"exporter": "tf2onnx"}, "exporter must be one of"),
+        ("onnx", {"threads": -1}, "threads must be a positive integer"),
+        ("coreml_fp16", {"compute_units": "GPU"}, "compute_units must be one of"),
+        ("coreml_fp32", {"flexible": "any"}, "flexible must be one of"),
+        ("coreml_fp32", {"executor": "gpu"}, "executor must be one of"),
+        ("executorch_fp32", {"threads": 0}, "threads must be a positive integer"),
+        ("quantized_int8", {"fix_clamp_layout": "yes"}, "fix_clamp_layout must be true or false"),
+        ("coreml_image", {"normalization": "per-channel"}, "normalization must be one of"),
+        ("coreml_image", {"classifier": "argmax"}, "classifier must be one of"),
+        ("coreml_image_exact", {"frontend": "onnx"}, "frontend must be one of"),
+    ],
+)
+def test_bad_backend_options_are_refused(variant: str, options: dict, says: str) -> None:
+    with pytest.raises(ConfigError, match=f"variant '{variant}': {says}"):
+        get_backend(variant, **options)
 
 
 def test_coreml_range_dim(tiny, photo, tmp_path) -> None:
     import coremltools as ct
 
-    backend = CoreMLFp16Backend(flexible="range")
+    backend = get_backend("coreml_fp16", flexible="range")
     art = backend.export(make_request(tiny, photo, 64, [48, 64, 80]), tmp_path / "tiny")
     assert art.sizes is None and art.meta["size_range"] == [48, 80]
     spec = ct.models.MLModel(str(art.path), skip_model_load=True).get_spec()
     ranges = spec.description.input[0].type.multiArrayType.shapeRange.sizeRanges
     assert [(r.lowerBound, r.upperBound) for r in ranges] == [(1, 1), (3, 3), (48, 80), (48, 80)]
-    assert backend.options()["flexible"] == "range" != CoreMLFp16Backend().options()["flexible"]
+    assert backend.options()["flexible"] == "range" != get_backend("coreml_fp16").options()["flexible"]
 
 
 def test_coreml_per_size_when_upsample_follows_input_size(tiny_seg, photo, tmp_path) -> None:
     """coremltools cannot map bilinear upsampling to a size read from another tensor once the
     input is flexible (apple/coremltools#1754): NeedsPerSize, and per size it converts."""
-    backend = CoreMLFp16Backend()
+    backend = get_backend("coreml_fp16")
     with pytest.raises(NeedsPerSize, match="Unable to map torch_upsample_bilinear to core upsample"):
         backend.export(make_request(tiny_seg, photo, 64, [48, 64]), tmp_path / "seg")
     assert not (tmp_path / "seg.mlpackage").exists()
@@ -287,7 +303,7 @@ def test_coreml_deeplabv3_needs_per_size(photo, tmp_path) -> None:
     model = seg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False)
     model = recalibrate_bn(model, [torch.cat([crop(photo, 128, i) for i in range(2)])])
     with pytest.raises(NeedsPerSize, match="Unable to map torch_upsample_bilinear to core upsample"):
-        CoreMLFp16Backend().export(make_request(model, photo, 128, [128, 160]), tmp_path / "deeplab")
+        get_backend("coreml_fp16").export(make_request(model, photo, 128, [128, 160]), tmp_path / "deeplab")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,7 +318,7 @@ def test_coreml_without_macos_or_reference(exported, monkeypatch) -> None:
         raise ImportError("No module named 'parbench.coreml_ref'")
 
     monkeypatch.setattr(coreml_mod, "_reference_model", missing)
-    backend = CoreMLFp16Backend()
+    backend = get_backend("coreml_fp16")
     avail = backend.available()
     assert avail.can_export and not avail.can_run
     assert avail.reason == "Core ML prediction needs macOS" and avail.executor == "coreml"
@@ -316,10 +332,10 @@ def test_coreml_reference_executor_selection(exported) -> None:
     _, art, _ = exported("coreml_fp32", "tiny")
     predictor, executor = coreml_mod._predictor(art.path)
     assert executor == "reference" and hasattr(predictor, "predict")
-    assert CoreMLFp32Backend().available().executor == "reference"
-    assert CoreMLFp32Backend().load(art).executor == "reference"
+    assert get_backend("coreml_fp32").available().executor == "reference"
+    assert get_backend("coreml_fp32").load(art).executor == "reference"
     with pytest.raises(BackendUnavailable, match="needs macOS"):
-        CoreMLFp32Backend(executor="coreml").load(art)
+        get_backend("coreml_fp32", executor="coreml").load(art)
 
 
 @pytest.mark.needs_macos
@@ -364,7 +380,7 @@ class CustomOpNet(nn.Module):
     ],
 )
 def test_unsupported_op_is_an_export_error(form: str, converter_says: str, photo, tmp_path) -> None:
-    backend = FORMS[form]()
+    backend = get_backend(form, **FORMS[form])
     req = make_request(CustomOpNet().eval(), photo, 32, [32])
     with pytest.raises(ExportError) as info:
         backend.export(req, tmp_path / "custom")
@@ -393,7 +409,9 @@ def test_quantized_untraceable_model_is_an_export_error(photo, tmp_path) -> None
     with pytest.raises(
         ExportError, match="symbolically traced variables cannot be used as inputs to control flow"
     ):
-        QuantizedInt8Backend().export(make_request(DataDependent().eval(), photo, 32, [32]), tmp_path / "dd")
+        get_backend("quantized_int8").export(
+            make_request(DataDependent().eval(), photo, 32, [32]), tmp_path / "dd"
+        )
 
 
 class DataDependentMLP(nn.Module):
@@ -410,7 +428,7 @@ class DataDependentMLP(nn.Module):
 def test_quantized_falls_back_to_dynamic_for_linear_models(photo, tmp_path) -> None:
     torch.manual_seed(0)
     module = DataDependentMLP().eval()
-    backend = QuantizedInt8Backend()
+    backend = get_backend("quantized_int8")
     art = backend.export(make_request(module, photo, 32, [32, 48]), tmp_path / "mlp")
     assert art.meta["flow"] == "dynamic"
     assert any("dynamic quantization" in n for n in art.meta["notes"])
@@ -430,7 +448,7 @@ class ShapeBranch(nn.Module):
 
 
 def test_executorch_needs_per_size_when_graph_specializes(photo, tmp_path) -> None:
-    backend = ExecuTorchFp32Backend()
+    backend = get_backend("executorch_fp32")
     with pytest.raises(NeedsPerSize, match="Constraints violated") as info:
         backend.export(make_request(ShapeBranch().eval(), photo, 64, [48, 64]), tmp_path / "branch")
     assert "export one artifact per size" in str(info.value)
@@ -454,27 +472,31 @@ class BakedSize(nn.Module):
 
 def test_onnx_needs_per_size_when_the_artifact_fails_at_another_size(photo, tmp_path) -> None:
     with pytest.raises(NeedsPerSize, match=r"does not run at 48 px: .*ONNXRuntimeError"):
-        OnnxBackend().export(make_request(BakedSize().eval(), photo, 64, [48, 64]), tmp_path / "baked")
+        get_backend("onnx").export(make_request(BakedSize().eval(), photo, 64, [48, 64]), tmp_path / "baked")
     assert not list(tmp_path.iterdir())  # neither the artifact nor its temporary file
 
 
 def test_eager_model_failing_at_a_requested_size_is_reported(photo, tmp_path) -> None:
     module = nn.Sequential(nn.Conv2d(3, 2, 3, 2, 1), nn.Flatten(), nn.Linear(2 * 16 * 16, 3)).eval()
     with pytest.raises(ExportError, match="the eager model itself fails at 48 px"):
-        OnnxBackend().export(make_request(module, photo, 32, [32, 48]), tmp_path / "fixed")
+        get_backend("onnx").export(make_request(module, photo, 32, [32, 48]), tmp_path / "fixed")
 
 
 def test_spec_input_names_must_match_the_example(tiny, photo, tmp_path) -> None:
     req = make_request(tiny, photo, 32, [32])
     req.spec.input_names = ["image", "mask"]
     with pytest.raises(ExportError, match="names 2 inputs"):
-        OnnxBackend().export(req, tmp_path / "names")
+        get_backend("onnx").export(req, tmp_path / "names")
 
 
-def test_missing_artifact_is_a_clear_error(tmp_path) -> None:
-    art = Artifact("onnx", tmp_path / "gone.onnx", "onnx", None, {"inputs": ["image"], "outputs": ["output"]})
-    with pytest.raises(ExportError, match="does not exist"):
-        OnnxBackend().load(art)
+@pytest.mark.parametrize("form", list(FORMS))
+def test_missing_artifact_is_a_clear_error(form: str, tmp_path) -> None:
+    backend = get_backend(form, **FORMS[form])
+    art = Artifact(form, tmp_path / f"gone{backend.suffix}", "x", None, {}, None, ["image"], ["output"])
+    with pytest.raises(
+        SessionError, match=f"gone{backend.suffix} does not exist; re-export the {form} artifact"
+    ):
+        backend.load(art)
 
 
 def test_error_text_keeps_the_root_cause() -> None:
