@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from parbench.cli.regress import compare_command
 from parbench.cli.report import report_command
 from parbench.collector.app import create_app
+from parbench.history.ingest import ingest_benchmark_json
 from parbench.history.store import Store
 from parbench.records import bench, parity
 
@@ -120,7 +121,7 @@ def test_a_repository_with_only_a_toml_runs_both_suites(tmp_path):
     assert "## MyNet2" in (root / "report" / "latency.md").read_text()
     store_path = root / "history.sqlite"
     with Store(store_path) as store:
-        store.ingest_benchmark_json(out)
+        ingest_benchmark_json(store, out)
         assert set(store.results()["model"]) == {"MyNet2"}
     result = CliRunner().invoke(compare_command, [str(out), str(out)])
     assert result.exit_code == 0, result.output
