@@ -22,6 +22,7 @@ from typing import Any
 import click
 import torch
 
+from parbench._util.console import quiet
 from parbench.backends.base import flatten_outputs
 from parbench.compare import generic_metrics
 from parbench.coreml_ref import MLModel
@@ -74,6 +75,8 @@ def main(
     models: list[str], size: int, threads: int, rounds: int, precisions: list[str], cache_dir: Path
 ) -> None:
     harness = Harness(cache_dir=cache_dir, log=lambda msg: click.echo(msg, err=True))
+    with quiet():
+        import coremltools  # noqa: F401  (imported here, not inside the first timed load)
     rows = []
     with torch_threads(threads) as in_effect:
         click.echo(f"threads={in_effect} size={size} rounds={rounds} cache={cache_dir}")

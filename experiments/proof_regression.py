@@ -382,6 +382,11 @@ class Cell:
         }
 
 
+def _drawable(n0: int, nl: int, k: int, same_pool: bool) -> bool:
+    """Whether the pools hold k runs per side (2k distinct runs when both sides come from 0%)."""
+    return 2 * k <= n0 if same_pool else k <= min(n0, nl)
+
+
 def _draw(
     rng: np.random.Generator, n0: int, nl: int, k: int, same_pool: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -428,7 +433,7 @@ def evaluate(
             # parbench's rule, at several run counts and run statistics
             for st in run_stats:
                 for k in run_counts:
-                    if 2 * k > n0 if same else k > min(n0, nl):
+                    if not _drawable(n0, nl, k, same):
                         continue
                     rng = np.random.default_rng(
                         [seed, int(lv * 1000), k, len(w)]
@@ -446,6 +451,8 @@ def evaluate(
                 ("gbench U test", 1, lambda b, c: rule_gbench_utest(b[0], c[0])),
                 ("asv compare", ASV_ROUNDS, rule_asv),
             ):
+                if not _drawable(n0, nl, k, same):
+                    continue
                 rng = np.random.default_rng([seed, int(lv * 1000), k, len(name), len(w)])
                 alarms = 0
                 for _ in range(comparisons):

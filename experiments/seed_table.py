@@ -84,9 +84,8 @@ def table(json_path: Path, model: str, sizes: list[int]) -> str:
         )
         lines.append("| " + " | ".join([form, *cells, ratio, str(fr["executor"].iloc[0])]) + " |")
     phone = [f"{PHONE_MS[n]:.0f}" if n in PHONE_MS else "–" for n in sizes]
-    lines.append(
-        "| phone CPU (published) | " + " | ".join(phone) + f" | {PHONE_MS[640] / PHONE_MS[256]:.2f}× | – |"
-    )
+    phone_ratio = f"{PHONE_MS[hi] / PHONE_MS[lo]:.2f}×" if lo in PHONE_MS and hi in PHONE_MS else "–"
+    lines.append("| phone CPU (published) | " + " | ".join(phone) + f" | {phone_ratio} | – |")
     threads = sorted({int(t) for t in s["threads"].dropna()})
     note = (
         f"\nHost: median ms ±IQR per run of `session.run` ({', '.join(map(str, threads))} thread(s), "
