@@ -24,20 +24,21 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _calibrated(net: nn.Module, photo: torch.Tensor, size: int) -> nn.Module:
+    recalibrate_batchnorm(net, crops(photo, size, range(8)))
+    return net
+
+
 @pytest.fixture(scope="session")
 def tiny(photo: torch.Tensor) -> nn.Module:
     torch.manual_seed(0)
-    net = TinyNet()
-    recalibrate_batchnorm(net, crops(photo, 64, range(8)))
-    return net
+    return _calibrated(TinyNet(), photo, 64)
 
 
 @pytest.fixture(scope="session")
 def tiny_seg(photo: torch.Tensor) -> nn.Module:
     torch.manual_seed(1)
-    net = TinySeg()
-    recalibrate_batchnorm(net, crops(photo, 64, range(8)))
-    return net
+    return _calibrated(TinySeg(), photo, 64)
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +46,4 @@ def mobilenet_v2(photo: torch.Tensor) -> nn.Module:
     from parbench.zoo import networks
 
     torch.manual_seed(0)
-    model = networks.mobilenet_v2()
-    recalibrate_batchnorm(model, crops(photo, 128, range(8)))
-    return model
+    return _calibrated(networks.mobilenet_v2(), photo, 128)

@@ -3,6 +3,8 @@ slicing and block/space rearrangements."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -83,15 +85,20 @@ def _slice_dim(v: torch.Tensor, dim: int, sl: slice) -> torch.Tensor:
     return v.index_select(dim, torch.tensor(idx, dtype=torch.long))
 
 
-@kernel("slice_by_index", fp16_exact=True)
-def _slice_by_index(c: OpCtx) -> Run:
-    x = c.get("x")
+def _index_slice(c: OpCtx) -> tuple[int, Any, Any, Any, list[bool], list[bool], list[bool]]:
+    """slice_by_index's and slice_update's slice: rank, begin/end/stride getters, and the begin,
+    end and squeeze masks."""
     rank = c.in_rank("x")
     begin, end = c.ints_at_run("begin"), c.ints_at_run("end")
     stride = c.ints_at_run("stride", [1] * rank)
-    bm = c.bools("begin_mask") or [False] * rank
-    em = c.bools("end_mask") or [False] * rank
-    sm = c.bools("squeeze_mask") or [False] * rank
+    masks = [c.bools(k) or [False] * rank for k in ("begin_mask", "end_mask", "squeeze_mask")]
+    return rank, begin, end, stride, *masks
+
+
+@kernel("slice_by_index", fp16_exact=True)
+def _slice_by_index(c: OpCtx) -> Run:
+    x = c.get("x")
+    rank, begin, end, stride, bm, em, sm = _index_slice(c)
     squeeze_axes = [i for i in range(rank) if sm[i]]
 
     def run(env: list) -> torch.Tensor:
@@ -134,12 +141,7 @@ def _slice_by_size(c: OpCtx) -> Run:
 @kernel("slice_update")
 def _slice_update(c: OpCtx) -> Run:
     x, upd = c.get("x"), c.get("update")
-    rank = c.in_rank("x")
-    begin, end = c.ints_at_run("begin"), c.ints_at_run("end")
-    stride = c.ints_at_run("stride", [1] * rank)
-    bm = c.bools("begin_mask") or [False] * rank
-    em = c.bools("end_mask") or [False] * rank
-    sm = c.bools("squeeze_mask") or [False] * rank
+    rank, begin, end, stride, bm, em, sm = _index_slice(c)
 
     def run(env: list) -> torch.Tensor:
         v = x(env).clone()
