@@ -22,6 +22,7 @@ import torch
 from parbench.coreml_ref import ops as _ops  # noqa: F401  (registers the kernels)
 from parbench.coreml_ref.registry import (
     TORCH_DTYPE,
+    BlockRun,
     CoreMLRefError,
     OpCtx,
     UnsupportedOpError,
@@ -130,6 +131,11 @@ class _Compiler:
         self._plan_frees(steps, block, first_slot)
         return Block(in_slots, steps, outs)
 
+    def block_runner(self, block: Any) -> BlockRun:
+        """A nested block compiled into this program, as the function control-flow kernels call."""
+        compiled = self.compile_block(block)
+        return lambda env, inputs: run_block(compiled, env, inputs, None)
+
     def _plan_frees(self, steps: list[Step], block: Any, first_slot: int) -> None:
         """Free each runtime value after its last reader (keeps peak memory near eager's).
 
@@ -162,8 +168,7 @@ class _Compiler:
                 f"MIL op {op_type!r} ({op_opset(op)} opset, op {op.name!r}) is not supported by "
                 "parbench's Core ML reference executor (see parbench.coreml_ref.supported_ops())"
             )
-        ctx = OpCtx(op, op_opset(op), self.slot_of, self.const_of, self.emulate_fp16)
-        ctx.compile_block = self.compile_block  # type: ignore[attr-defined]
+        ctx = OpCtx(op, op_opset(op), self.slot_of, self.const_of, self.emulate_fp16, self.block_runner)
         run = builder(ctx)
         inputs = _flat_inputs(op)
         foldable = op_type not in _NO_FOLD and not op.blocks and all(self.const_of(v)[0] for v in inputs)

@@ -18,6 +18,10 @@ Env = list
 Run = Callable[[Env], Any]
 Getter = Callable[[Env], Any]
 Builder = Callable[["OpCtx"], Run]
+# a nested block (cond's branches, while_loop's cond and body) compiled into the enclosing
+# program: called with the env and the block's inputs, it returns the block's outputs
+BlockRun = Callable[[Env, Sequence[Any]], list[Any]]
+BlockCompiler = Callable[[Any], BlockRun]
 
 _BUILDERS: dict[str, Builder] = {}
 # ops whose fp16 output is exactly representable when their inputs are (pure data movement,
@@ -154,6 +158,7 @@ class OpCtx:
         slot_of: Callable[[Any], int],
         const_of: Callable[[Any], tuple[bool, Any, Any]],
         emulate_fp16: bool,
+        compile_block: BlockCompiler | None = None,
     ):
         self.op = op
         self.op_type: str = op.op_type
@@ -162,6 +167,7 @@ class OpCtx:
         self.emulate_fp16 = emulate_fp16
         self._slot_of = slot_of
         self._const_of = const_of
+        self._compile_block = compile_block
 
     # -- errors -------------------------------------------------------------------------
     def unsupported(self, what: str) -> UnsupportedOpError:
@@ -233,6 +239,23 @@ class OpCtx:
             return default
         return str(np.asarray(r).reshape(-1)[0]) if not isinstance(r, str) else r
 
+    def ints_at_run(
+        self, key: str, default: Sequence[int] | None = None
+    ) -> Callable[[Env], list[int]] | None:
+        """An int-list input (shape, begin, pad, reps) that may be computed at run time, as a
+        getter of its value; a constant is read once here (``default`` when the input is absent)."""
+        if not self.has(key):
+            return None if default is None else (lambda env, _v=list(default): _v)
+        if self.is_const(key):
+            return lambda env, _v=self.ints(key): _v
+        g = self.get(key)
+
+        def read(env: Env) -> list[int]:
+            v = g(env)
+            return [int(i) for i in (v.reshape(-1).tolist() if isinstance(v, torch.Tensor) else v)]
+
+        return read
+
     def tensor(self, key: str) -> torch.Tensor | None:
         """A constant input as a tensor (float inputs as float32)."""
         v = self.op.inputs.get(key)
@@ -262,6 +285,13 @@ class OpCtx:
             return lambda env, _t=t: _t
         slot = self._slot_of(v)
         return lambda env, _s=slot: env[_s]
+
+    # -- nested blocks ------------------------------------------------------------------
+    def block(self, index: int) -> BlockRun:
+        """The op's nested block ``index``, compiled into the enclosing program."""
+        if self._compile_block is None:
+            raise CoreMLRefError(f"MIL op {self.op_type!r} ({self.name!r}) has blocks but no block compiler")
+        return self._compile_block(self.op.blocks[index])
 
     # -- types --------------------------------------------------------------------------
     def in_dtype(self, key: str) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from support.forms_support import TinyNet, TinySeg, crop, load_photo, recalibrate_bn
+from support.nets import TinyNet, TinySeg
+from support.photos import crops, load_photo
 from torch import nn
+
+from parbench.zoo import recalibrate_batchnorm
 
 
 @pytest.fixture(scope="session")
@@ -21,22 +24,26 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def _calibrated(net: nn.Module, photo: torch.Tensor, size: int) -> nn.Module:
+    recalibrate_batchnorm(net, crops(photo, size, range(8)))
+    return net
+
+
 @pytest.fixture(scope="session")
 def tiny(photo: torch.Tensor) -> nn.Module:
     torch.manual_seed(0)
-    return recalibrate_bn(TinyNet(), [torch.cat([crop(photo, 64, i) for i in range(8)])])
+    return _calibrated(TinyNet(), photo, 64)
 
 
 @pytest.fixture(scope="session")
 def tiny_seg(photo: torch.Tensor) -> nn.Module:
     torch.manual_seed(1)
-    return recalibrate_bn(TinySeg(), [torch.cat([crop(photo, 64, i) for i in range(8)])])
+    return _calibrated(TinySeg(), photo, 64)
 
 
 @pytest.fixture(scope="session")
 def mobilenet_v2(photo: torch.Tensor) -> nn.Module:
-    from parbench.zoo.torchvision_shim import import_torchvision
+    from parbench.zoo import networks
 
     torch.manual_seed(0)
-    model = import_torchvision().models.mobilenet_v2(weights=None)
-    return recalibrate_bn(model, [torch.cat([crop(photo, 128, i) for i in range(8)])])
+    return _calibrated(networks.mobilenet_v2(), photo, 128)

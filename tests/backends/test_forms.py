@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from support.forms_support import compare, crop, make_request, recalibrate_bn
+from support.forms import compare, make_request
+from support.photos import crop, crops
 from torch import nn
 
 from parbench._util.console import error_text
@@ -37,6 +38,7 @@ from parbench.backends.base import Artifact, Availability
 from parbench.backends.export_support import artifact_path
 from parbench.backends.quantized import clamp_layout_bug
 from parbench.errors import BackendUnavailable, ConfigError, ExportError, NeedsPerSize, SessionError
+from parbench.zoo import networks, recalibrate_batchnorm
 
 # variant -> the options it is built with here
 FORMS: dict[str, dict[str, Any]] = {
@@ -201,10 +203,8 @@ def test_quantized_meta(exported) -> None:
 def test_quantized_clamp_layout_bug_is_recorded_and_worked_around(photo, tmp_path) -> None:
     """qnnpack's quantized hardtanh/relu6 scrambles channels-last tensors (torch 2.13)."""
     torch.manual_seed(0)
-    module = recalibrate_bn(
-        nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6()),
-        [torch.cat([crop(photo, 32, i) for i in range(4)])],
-    )
+    module = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+    recalibrate_batchnorm(module, crops(photo, 32, range(4)))
     req = make_request(module, photo, 32, [32])
     results = {}
     for fix in (False, True):
@@ -296,12 +296,9 @@ def test_coreml_per_size_when_upsample_follows_input_size(tiny_seg, photo, tmp_p
 
 @pytest.mark.slow
 def test_coreml_deeplabv3_needs_per_size(photo, tmp_path) -> None:
-    from parbench.zoo.torchvision_shim import import_torchvision
-
-    seg = import_torchvision().models.segmentation
     torch.manual_seed(0)
-    model = seg.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=False)
-    model = recalibrate_bn(model, [torch.cat([crop(photo, 128, i) for i in range(2)])])
+    model = networks.deeplabv3_mobilenet_v3()
+    recalibrate_batchnorm(model, crops(photo, 128, range(2)))
     with pytest.raises(NeedsPerSize, match="Unable to map torch_upsample_bilinear to core upsample"):
         get_backend("coreml_fp16").export(make_request(model, photo, 128, [128, 160]), tmp_path / "deeplab")
 

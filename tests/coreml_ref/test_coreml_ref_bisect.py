@@ -13,7 +13,7 @@ from torch import nn
 
 pytest.importorskip("coremltools")
 
-from support.coreml_models import convert  # noqa: E402
+from support.mil import convert  # noqa: E402
 
 from parbench.cli.bisect import bisect_command
 from parbench.coreml_ref.model import MLModel  # noqa: E402

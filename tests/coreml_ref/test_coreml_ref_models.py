@@ -15,10 +15,11 @@ from torch import nn
 
 pytest.importorskip("coremltools")
 
-from support.coreml_models import AnimeGANGenerator, TinyViT, convert, torchvision_model  # noqa: E402
-from support.mil import cosine, rel_l2  # noqa: E402
+from support.mil import convert, cosine, rel_l2  # noqa: E402
+from support.nets import TinyViT  # noqa: E402
 
 from parbench.coreml_ref import MLModel  # noqa: E402
+from parbench.zoo import networks, recalibrate_batchnorm  # noqa: E402
 
 
 class ConvNet(nn.Module):
@@ -82,7 +83,7 @@ CASES = {
         [("fp32", "iOS16", "trace"), ("fp16", "iOS17", "export")],
     ),
     "animegan": (
-        lambda: AnimeGANGenerator(ch=8, blocks=1),
+        lambda: networks.AnimeGANGenerator(width=8, n_res=1),
         (1, 3, 32, 32),
         [("fp16", "iOS15", "trace")],
     ),
@@ -147,7 +148,9 @@ def test_converted_module_matches_eager(name, precision, target, source, tmp_pat
 @pytest.fixture(scope="module")
 def mobilenet_fp16(tmp_path_factory):
     torch.set_num_threads(1)
-    m = torchvision_model("mobilenet_v2", size=64)
+    torch.manual_seed(0)
+    m = networks.mobilenet_v2()
+    recalibrate_batchnorm(m, [(torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1)),)])
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     path = convert(m, x, tmp_path_factory.mktemp("mnv2") / "m.mlpackage", precision="fp16", target="iOS16")
     return m, x, path

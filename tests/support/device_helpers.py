@@ -11,37 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from support.nets import TinyClassifier, TinySegmenter
 
 from parbench.backends.base import flatten_outputs
 
 SIZES = (16, 24)
-
-
-class TinyClassifier(torch.nn.Module):
-    """Tuple output: logits [1, 10] and a feature map, so outputs are output_0, output_1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
-        self.head = torch.nn.Linear(6, 10)
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feat = torch.relu(self.conv(image))
-        return self.head(feat.mean(dim=(2, 3))), feat
-
-
-class TinySegmenter(torch.nn.Module):
-    """Dict output, as torchvision's segmentation models: {"out": ..., "aux": ...}."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.out = torch.nn.Conv2d(8, 4, 1)
-        self.aux = torch.nn.Conv2d(8, 4, 1)
-
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = torch.tanh(self.body(image))
-        return {"out": self.out(h), "aux": self.aux(h)}
 
 
 MODELS = {

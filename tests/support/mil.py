@@ -1,13 +1,18 @@
-"""Helpers to check the executor op by op: build a one-op MIL program, run it, and get
-coremltools' own answer for the same op (its numpy value inference) when it has one."""
+"""Helpers to check the executor: build a one-op MIL program, run it, and get coremltools' own
+answer for the same op (its numpy value inference) when it has one; convert a torch module to an ML
+program the way an app's build would (traced or exported, any precision and deployment target)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from parbench.compare import generic_metrics
 
 _DT = {
     np.dtype(np.float32): "fp32",
@@ -87,16 +92,49 @@ def mil_value(fn: Callable[..., Any], opset: str = "iOS17", **inputs: np.ndarray
     return [np.asarray(v) for v in vals]
 
 
+def convert(
+    module: nn.Module,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
+    out: str | Path,
+    *,
+    precision: str = "fp16",
+    target: str = "iOS16",
+    source: str = "trace",
+    input_names: Sequence[str] | None = None,
+    inputs: list[Any] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """ct.convert a module (traced TorchScript or torch.export) to an ML program and save it."""
+    import coremltools as ct
+
+    ex = example if isinstance(example, tuple) else (example,)
+    module = module.eval()
+    if source == "trace":
+        with torch.no_grad():
+            src: Any = torch.jit.trace(module, ex)
+        if inputs is None:
+            names = list(input_names or [f"x{i}" if len(ex) > 1 else "x" for i in range(len(ex))])
+            inputs = [ct.TensorType(name=n, shape=t.shape) for n, t in zip(names, ex, strict=True)]
+    elif source == "export":
+        src = torch.export.export(module, ex).run_decompositions({})
+    else:
+        raise ValueError(f"source must be 'trace' or 'export', got {source!r}")
+    ml = ct.convert(
+        src,
+        inputs=inputs,
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, target),
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        **kwargs,
+    )
+    out = Path(out)
+    ml.save(str(out))
+    return out
+
+
 def rel_l2(a: np.ndarray, r: np.ndarray) -> float:
-    a64, r64 = np.asarray(a, np.float64).ravel(), np.asarray(r, np.float64).ravel()
-    return float(np.linalg.norm(a64 - r64) / max(np.linalg.norm(r64), 1e-12))
+    return generic_metrics(a, r)["rel_l2"]
 
 
 def cosine(a: np.ndarray, r: np.ndarray) -> float:
-    a64, r64 = np.asarray(a, np.float64).ravel(), np.asarray(r, np.float64).ravel()
-    na, nr = np.linalg.norm(a64), np.linalg.norm(r64)
-    if na == 0 and nr == 0:
-        return 1.0
-    if na == 0 or nr == 0:
-        return 0.0
-    return float(a64 @ r64 / (na * nr))
+    return generic_metrics(a, r)["cosine"]

@@ -1,4 +1,5 @@
-"""Elementwise unary and binary ops, cast, select, and activations (iOS15 - iOS18)."""
+"""Ops of coremltools' ``elementwise_unary``, ``elementwise_binary`` and ``activation`` defs
+(iOS15 - iOS18), cast included."""
 
 from __future__ import annotations
 
@@ -50,13 +51,10 @@ _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
     "softplus": F.softplus,
     "softsign": F.softsign,
-    "identity": lambda t: t,
 }
 
 for _name, _fn in _UNARY.items():
-    kernel(_name, fp16_exact=_name in ("abs", "ceil", "floor", "round", "sign", "relu", "relu6", "identity"))(
-        _unary(_fn)
-    )
+    kernel(_name, fp16_exact=_name in ("abs", "ceil", "floor", "round", "sign", "relu", "relu6"))(_unary(_fn))
 
 
 @kernel("inverse")
@@ -150,19 +148,6 @@ _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 for _name, _fn in _BINARY.items():
     kernel(_name, fp16_exact=_name in ("maximum", "minimum"))(_binary(_fn))
-
-
-@kernel("select", fp16_exact=True)
-def _select(c: OpCtx) -> Run:
-    cond, a, b = c.get("cond"), c.get("a"), c.get("b")
-
-    def run(env: list) -> torch.Tensor:
-        cv = cond(env)
-        if cv.dtype != torch.bool:
-            cv = cv != 0
-        return torch.where(cv, a(env), b(env))
-
-    return run
 
 
 # -- activations ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Proof that parbench's regression rule catches real slowdowns and ignores noise.
 
-    python bench/proof_regression.py [--quick] [--out reports/proof_regression]
+\b
+    python experiments/proof_regression.py [--quick] [--out reports/proof_regression]
 
 What it does, on this machine:
 
@@ -26,7 +27,6 @@ What it does, on this machine:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
 LEVELS = (0.0, 0.03, 0.05, 0.10)
@@ -83,6 +84,11 @@ def _padding() -> Callable[[int], None]:
 
 
 def _time_calls(fn: Callable[[], None], n: int) -> tuple[list[int], list[int]]:
+    """Wall-clock and thread CPU time of each of ``n`` calls.  Not ``parbench.run.timing``: the
+    proof's clock is the calling thread's CPU time (``time_session`` records the process's), it
+    runs fixed call counts (the rounds asv and pytest-benchmark would run) and it times closures
+    inside calibration blocks, where a warm-up, a ``gc.collect`` and a memory window per block
+    would change what is measured."""
     wall: list[int] = []
     cpu: list[int] = []
     for _ in range(n):
@@ -115,28 +121,26 @@ def _raise_priority(cpu: int | None) -> dict[str, Any]:
     return info
 
 
-def worker(args: argparse.Namespace) -> None:
-    sched = _raise_priority(args.cpu) if args.priority else {"nice": os.getpriority(os.PRIO_PROCESS, 0)}
+def run_worker(job: dict[str, Any], out: Path, quick: bool, priority: bool, cpu: int | None) -> None:
+    sched = _raise_priority(cpu) if priority else {"nice": os.getpriority(os.PRIO_PROCESS, 0)}
     import torch
 
     torch.set_num_threads(1)
-    quick = int(args.quick)
-    job = json.loads(args.job)
     pad = _padding()
     result: dict[str, Any] = {"pid": os.getpid(), "start_unix": time.time(), "workloads": {}, "sched": sched}
     with torch.inference_mode():
         if job["mode"] == "calibrate":
             # hot-loop cost of one padding unit: only a first guess for sizing the probes
             pad(200)
-            _, cpu = _time_calls(lambda: pad(100), 60)
-            unit_hot = float(np.median(cpu)) / 100
+            _, cpu_ns = _time_calls(lambda: pad(100), 60)
+            unit_hot = float(np.median(cpu_ns)) / 100
             result["pad_unit_hot_cpu_ns"] = unit_hot
             for name, spec in WORKLOADS.items():
                 model, x = _build(spec)
                 for _ in range(spec["warmup"][0]):
                     model(x)
-                _, cpu = _time_calls(lambda m=model, x=x: m(x), spec["rounds"][1])
-                model_ns = float(np.median(cpu))
+                _, cpu_ns = _time_calls(lambda m=model, x=x: m(x), spec["rounds"][1])
+                model_ns = float(np.median(cpu_ns))
                 base = int(round(BASE_PAD * model_ns / unit_hot))
                 probe = int(round(0.2 * model_ns / unit_hot))
                 # marginal cost of a unit where it runs (right after the model), from interleaved
@@ -164,12 +168,12 @@ def worker(args: argparse.Namespace) -> None:
                     m(x)
                     pad(u)
 
-                for _ in range(spec["warmup"][quick]):
+                for _ in range(spec["warmup"][int(quick)]):
                     call()
-                wall, cpu = _time_calls(call, spec["rounds"][quick])
-                result["workloads"][name] = {"units": units, "wall_ns": wall, "cpu_ns": cpu}
+                wall, cpu_ns = _time_calls(call, spec["rounds"][int(quick)])
+                result["workloads"][name] = {"units": units, "wall_ns": wall, "cpu_ns": cpu_ns}
     result["end_unix"] = time.time()
-    Path(args.worker_out).write_text(json.dumps(result))
+    out.write_text(json.dumps(result))
 
 
 def _spawn(
@@ -196,7 +200,9 @@ def _spawn(
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise click.ClickException(
+            f"a timed worker process failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+        )
     data = json.loads(out.read_text())
     data["process_seconds"] = time.perf_counter() - t0
     out.unlink()
@@ -263,7 +269,7 @@ def collect(
         data["collect_seconds"] = time.time() - t0
         data["machine"]["load_average_end"] = os.getloadavg()
         raw_path.write_text(json.dumps(data))
-        print(f"  round {i + 1}/{processes} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        click.echo(f"  round {i + 1}/{processes} done, {time.time() - t0:.0f} s", err=True)
     return data
 
 
@@ -376,6 +382,11 @@ class Cell:
         }
 
 
+def _drawable(n0: int, nl: int, k: int, same_pool: bool) -> bool:
+    """Whether the pools hold k runs per side (2k distinct runs when both sides come from 0%)."""
+    return 2 * k <= n0 if same_pool else k <= min(n0, nl)
+
+
 def _draw(
     rng: np.random.Generator, n0: int, nl: int, k: int, same_pool: bool
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -422,7 +433,7 @@ def evaluate(
             # parbench's rule, at several run counts and run statistics
             for st in run_stats:
                 for k in run_counts:
-                    if 2 * k > n0 if same else k > min(n0, nl):
+                    if not _drawable(n0, nl, k, same):
                         continue
                     rng = np.random.default_rng(
                         [seed, int(lv * 1000), k, len(w)]
@@ -440,6 +451,8 @@ def evaluate(
                 ("gbench U test", 1, lambda b, c: rule_gbench_utest(b[0], c[0])),
                 ("asv compare", ASV_ROUNDS, rule_asv),
             ):
+                if not _drawable(n0, nl, k, same):
+                    continue
                 rng = np.random.default_rng([seed, int(lv * 1000), k, len(name), len(w)])
                 alarms = 0
                 for _ in range(comparisons):
@@ -520,70 +533,110 @@ def markdown(result: dict[str, Any], default_stat: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--quick",
-        action="store_true",
-        help="2 x the default run count per level, fewer rounds and comparisons (about 3 min)",
-    )
-    ap.add_argument("--processes", type=int, default=None, help="fresh-process runs per slowdown level")
-    ap.add_argument("--out", type=Path, default=REPO / "reports" / "proof_regression")
-    ap.add_argument("--samples", type=Path, default=None, help="re-evaluate a saved collection")
-    ap.add_argument("--collect-only", action="store_true")
-    ap.add_argument(
-        "--comparisons",
-        type=int,
-        default=None,
-        help="resampled comparisons per cell (default 1000, 300 with --quick)",
-    )
-    ap.add_argument(
-        "--priority",
-        action="store_true",
-        help="run the timed processes at nice -10 (needs root) pinned to one CPU (--cpu)",
-    )
-    ap.add_argument(
-        "--cpu", type=int, default=None, help="CPU to pin the timed processes to (with --priority)"
-    )
-    ap.add_argument(
-        "--run-stats",
-        default="min,median",
-        help="comma-separated run statistics to evaluate parbench's rule with (the first fills "
-        "the main table; choices: median, mean, q25, q10, min)",
-    )
-    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--job", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.worker:  # a timed fresh process: import nothing it does not need
-        worker(args)
-        return 0
-    from parbench.regress.decide import DEFAULT_RUNS, RUN_STATS
+def _parse_run_stats(value: str) -> tuple[str, ...]:
+    # checked here, not in a click callback: callbacks run in the timed worker processes too
+    from parbench.regress.decide import RUN_STATS
 
-    run_stats = tuple(st.strip() for st in args.run_stats.split(",") if st.strip())
+    run_stats = tuple(st.strip() for st in value.split(",") if st.strip())
     if not run_stats or set(run_stats) - set(RUN_STATS):
-        ap.error(f"--run-stats takes names from {', '.join(RUN_STATS)}; got {args.run_stats!r}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    raw_path = args.out / "samples.json"
-    if args.samples is not None:
-        data = json.loads(args.samples.read_text())
+        raise click.BadParameter(
+            f"takes names from {', '.join(RUN_STATS)}; got {value!r}", param_hint="'--run-stats'"
+        )
+    return run_stats
+
+
+@click.command(help=__doc__, context_settings={"max_content_width": 110})
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="2 x the default run count per level, fewer rounds and comparisons (about 3 min)",
+)
+@click.option(
+    "--processes", type=click.IntRange(min=1), default=None, help="fresh-process runs per slowdown level"
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO / "reports" / "proof_regression",
+    show_default=True,
+)
+@click.option(
+    "--samples",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="re-evaluate a saved collection",
+)
+@click.option("--collect-only", is_flag=True)
+@click.option(
+    "--comparisons",
+    type=click.IntRange(min=1),
+    default=None,
+    help="resampled comparisons per cell (default 1000, 300 with --quick)",
+)
+@click.option(
+    "--priority",
+    is_flag=True,
+    help="run the timed processes at nice -10 (needs root) pinned to one CPU (--cpu)",
+)
+@click.option(
+    "--cpu",
+    type=click.IntRange(min=0),
+    default=None,
+    help="CPU to pin the timed processes to (with --priority)",
+)
+@click.option(
+    "--run-stats",
+    default="min,median",
+    show_default=True,
+    help="comma-separated run statistics to evaluate parbench's rule with (the first fills "
+    "the main table; choices: median, mean, q25, q10, min)",
+)
+@click.option("--worker", is_flag=True, hidden=True)
+@click.option("--job", default=None, hidden=True)
+@click.option("--worker-out", type=click.Path(path_type=Path), default=None, hidden=True)
+def main(
+    quick: bool,
+    processes: int | None,
+    out: Path,
+    samples: Path | None,
+    collect_only: bool,
+    comparisons: int | None,
+    priority: bool,
+    cpu: int | None,
+    run_stats: str,
+    worker: bool,
+    job: str | None,
+    worker_out: Path | None,
+) -> None:
+    if worker:  # a timed fresh process: import nothing it does not need
+        if job is None or worker_out is None:
+            raise click.UsageError("--worker needs --job and --worker-out")
+        run_worker(json.loads(job), worker_out, quick, priority, cpu)
+        return
+    from parbench.regress.decide import DEFAULT_RUNS
+
+    stats = _parse_run_stats(run_stats)
+    out.mkdir(parents=True, exist_ok=True)
+    raw_path = out / "samples.json"
+    if samples is not None:
+        data = json.loads(samples.read_text())
     else:
         # quick: just enough runs to draw two disjoint sets of the default size at 0%
-        processes = args.processes or (2 * DEFAULT_RUNS if args.quick else 40)
-        tmp = args.out / "tmp"
+        processes = processes or (2 * DEFAULT_RUNS if quick else 40)
+        tmp = out / "tmp"
         tmp.mkdir(exist_ok=True)
-        print(f"collecting {processes} fresh-process runs per level x {len(LEVELS)} levels", file=sys.stderr)
-        data = collect(processes, args.quick, tmp, raw_path, args.priority, args.cpu)
+        click.echo(f"collecting {processes} fresh-process runs per level x {len(LEVELS)} levels", err=True)
+        data = collect(processes, quick, tmp, raw_path, priority, cpu)
         tmp.rmdir()
-    if args.collect_only:
-        return 0
+    if collect_only:
+        return
     t0 = time.time()
-    comparisons = args.comparisons or (300 if data["quick"] else 1000)
+    comparisons = comparisons or (300 if data["quick"] else 1000)
     counts = (DEFAULT_RUNS,) if data["quick"] else (3, 5, 7, 10, 15)
     counts = tuple(sorted(set(counts)))
     results = {}
     for clock in ("cpu_ns", "wall_ns"):
-        results[clock] = evaluate(data, comparisons, counts, DEFAULT_RUNS, run_stats, clock=clock)
+        results[clock] = evaluate(data, comparisons, counts, DEFAULT_RUNS, stats, clock=clock)
     eval_seconds = time.time() - t0
     runs = data["runs"]
     per_run = [r["process_seconds"] for r in runs if "process_seconds" in r]
@@ -594,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs_per_level": data["processes_per_level"],
         "rounds_per_run": {w: spec["rounds"][int(data["quick"])] for w, spec in data["workloads"].items()},
         "calibration": {k: v for k, v in data["calibration"].items() if k != "raw"},
-        "samples": str(args.samples) if args.samples is not None else str(raw_path),
+        "samples": str(samples) if samples is not None else str(raw_path),
         "collect_seconds": data.get("collect_seconds"),
         "evaluate_seconds": eval_seconds,
         "seconds_per_run": {
@@ -602,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "median": float(np.median(per_run)) if per_run else None,
         },
         "default_runs": DEFAULT_RUNS,
-        "run_stats": list(run_stats),
+        "run_stats": list(stats),
         "results": results,
     }
     text = []
@@ -610,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("cpu_ns", "thread CPU time (time.thread_time_ns)"),
         ("wall_ns", "wall clock (time.perf_counter_ns)"),
     ):
-        text += [f"### Per-call {title}", "", markdown(results[clock], run_stats[0]), ""]
+        text += [f"### Per-call {title}", "", markdown(results[clock], stats[0]), ""]
     spr = summary["seconds_per_run"]["median"]
     text.append(
         f"{len(runs)} fresh-process runs ({data['processes_per_level']} per level), collected in "
@@ -621,16 +674,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{data.get('machine', {}).get('load_average_end')} at end."
     )
     md = "\n".join(text)
-    print(md)
-    (args.out / "proof_regression.md").write_text(md + "\n")
-    (args.out / "proof_regression.json").write_text(json.dumps(summary, indent=1))
-    print(
-        f"\nwrote {args.out / 'proof_regression.md'}, {args.out / 'proof_regression.json'} "
-        f"and the raw samples {raw_path if args.samples is None else args.samples}",
-        file=sys.stderr,
+    click.echo(md)
+    (out / "proof_regression.md").write_text(md + "\n")
+    (out / "proof_regression.json").write_text(json.dumps(summary, indent=1))
+    click.echo(
+        f"\nwrote {out / 'proof_regression.md'}, {out / 'proof_regression.json'} "
+        f"and the raw samples {raw_path if samples is None else samples}",
+        err=True,
     )
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

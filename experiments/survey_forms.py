@@ -1,35 +1,38 @@
 """Survey: export every converter-based form of zoo models, run them, compare with eager.
 
-Not a test (no ``test_`` prefix): a script that prints and records real figures -- export time,
-whether one artifact serves every size, the errors against eager at each size::
+It prints and records real figures: export time, whether one artifact serves every size, and the
+errors against eager (parbench's metrics) at each size.
 
-    .venv/bin/python tests/backends/survey_forms.py --models mobilenet_v2 --sizes 256 400
+\b
+    python experiments/survey_forms.py --models mobilenet_v2 --sizes 256,400 [--forms onnx,coreml_fp16]
 
-One JSON line per model x form goes to ``--out``.  Core ML packages run on the reference
-executor off macOS.  Slow (minutes per model on two cores).
+One JSON line per model x form goes to stdout and, with ``--out``, is appended to that file.  Core ML
+packages run on the reference executor off macOS.  Slow (minutes per model on two cores).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
+import click
 import numpy as np
 import torch
 
 from parbench import zoo
 from parbench._util.console import error_text
 from parbench.backends import get_backend
-from parbench.backends.base import ExportRequest, flatten_outputs
-from parbench.errors import ExportError, NeedsPerSize
+from parbench.backends.base import ExportError, ExportRequest, flatten_outputs
+from parbench.compare import classification_metrics, generic_metrics
+from parbench.errors import NeedsPerSize, ParbenchError
+from parbench.run.timing import time_call
 
-# survey row name -> (variant, options)
-FORMS: dict[str, tuple[str, dict]] = {
+# survey name -> (variant, options)
+FORMS: dict[str, tuple[str, dict[str, Any]]] = {
     "onnx": ("onnx", {}),
     "quantized_int8": ("quantized_int8", {}),
     "executorch_fp32": ("executorch_fp32", {}),
@@ -41,15 +44,9 @@ FORMS: dict[str, tuple[str, dict]] = {
 
 
 def metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:
-    a64, r64 = a.astype(np.float64).ravel(), r.astype(np.float64).ravel()
-    na, nr = np.linalg.norm(a64), np.linalg.norm(r64)
-    out = {
-        "max_abs": float(np.max(np.abs(a64 - r64))),
-        "rel_l2": float(np.linalg.norm(a64 - r64) / max(nr, 1e-12)),
-        "cosine": float(a64 @ r64 / (na * nr)) if na and nr else float(na == nr),
-    }
-    if a.ndim == 2:
-        out["top1"] = float(np.mean(a.argmax(1) == r.argmax(1)))
+    out = generic_metrics(a, r)
+    if r.ndim == 2 and r.shape[1] > 1:
+        out.update(classification_metrics(a, r))
     return out
 
 
@@ -99,16 +96,15 @@ def survey(model: str, forms: list[str], sizes: list[int], tmp: Path) -> list[di
                 row["mode"] = "per size"
                 for s in sizes:
                     artifacts[s] = backend.export(request(s, True), tmp / f"{model}-{form}-{s}")
-            row["export_seconds"] = round(time.perf_counter() - t0, 2)
-            row["meta"] = artifacts[sizes[0]].meta
+            row["export_s"] = round(time.perf_counter() - t0, 2)
+            row["meta"] = {k: v for k, v in artifacts[sizes[0]].meta.items() if k not in ("inputs",)}
             row["bytes"] = artifacts[sizes[0]].bytes
             results = {}
             for s in sizes:
                 session = backend.load(artifacts[s])
-                t1 = time.perf_counter()
-                out = session.run(cases[s])
+                out, run_ns = time_call(lambda session=session, s=s: session.run(cases[s]))
                 results[s] = {
-                    "run_s": round(time.perf_counter() - t1, 3),
+                    "run_s": round(run_ns / 1e9, 3),
                     "executor": session.executor,
                     **{k: metrics(out[k], golden[s][k].numpy()) for k in names},
                 }
@@ -116,35 +112,60 @@ def survey(model: str, forms: list[str], sizes: list[int], tmp: Path) -> list[di
             row["status"] = "ok"
         except ExportError as exc:
             row.update(
-                status="export_error",
-                error=str(exc)[:1500],
-                export_seconds=round(time.perf_counter() - t0, 2),
+                status="export_error", error=str(exc)[:1500], export_s=round(time.perf_counter() - t0, 2)
             )
         except Exception as exc:  # a crash is a finding too; record it with its traceback
             row.update(status="crash", error=error_text(exc), trace=traceback.format_exc()[-2000:])
         rows.append(row)
-        print(json.dumps(row, default=str), flush=True)
+        click.echo(json.dumps(row, default=str))
     return rows
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["mobilenet_v2"])
-    ap.add_argument("--forms", nargs="+", default=list(FORMS))
-    ap.add_argument("--sizes", nargs="+", type=int, default=[256, 400])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+def _names(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    names = [x.strip() for x in value.split(",") if x.strip()]
+    if not names:
+        raise click.BadParameter("at least one name")
+    if param.name == "forms" and (unknown := [f for f in names if f not in FORMS]):
+        raise click.BadParameter(f"unknown form(s) {', '.join(unknown)}; known: {', '.join(FORMS)}")
+    return names
+
+
+def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        sizes = sorted({int(x) for x in value.split(",") if x.strip()})
+    except ValueError:
+        raise click.BadParameter(f"comma-separated integers, e.g. 256,400; got {value!r}") from None
+    if not sizes or sizes[0] < 1:
+        raise click.BadParameter(f"positive sizes, e.g. 256,400; got {value!r}")
+    return sizes
+
+
+@click.command(help=__doc__, context_settings={"max_content_width": 110})
+@click.option("--models", default="mobilenet_v2", show_default=True, callback=_names, help="comma-separated")
+@click.option("--forms", default=",".join(FORMS), show_default=True, callback=_names, help="comma-separated")
+@click.option("--sizes", default="256,400", show_default=True, callback=_sizes, help="comma-separated")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSON lines appended here"
+)
+def main(models: list[str], forms: list[str], sizes: list[int], threads: int, out: Path | None) -> None:
+    known = zoo.registry()
+    if unknown := [m for m in models if m not in known]:
+        raise click.BadParameter(
+            f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}", param_hint="'--models'"
+        )
+    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        for model in args.models:
-            rows = survey(model, args.forms, sorted(args.sizes), Path(tmp))
-            if args.out:
-                with open(args.out, "a") as f:
+        for model in models:
+            try:
+                rows = survey(model, forms, sizes, Path(tmp))
+            except ParbenchError as exc:
+                raise click.ClickException(str(exc)) from exc
+            if out:
+                with open(out, "a") as f:
                     for r in rows:
                         f.write(json.dumps(r, default=str) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

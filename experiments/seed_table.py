@@ -1,8 +1,9 @@
 """Latency of the AnimeGAN-style generator at 256, 300, 400 and 640 px in every form, and how
 latency grows from 256 to 640 px (published phone CPU figures: 2 s at 256, 9 s at 640).
 
-    python bench/seed_table.py [--threads 1] [--min-time 1.0] [--variants eager,onnx,...]
-    python bench/seed_table.py --from-json reports/bench/seed-animegan.json   # table only
+\b
+    python experiments/seed_table.py [--threads 1] [--min-time 1.0] [--variants eager,onnx,...]
+    python experiments/seed_table.py --from-json reports/bench/seed-animegan.json   # table only
 
 It runs the bench suite (``pytest bench/ --models animegan --sizes 256,300,400,640``) in a
 subprocess, writes its pytest-benchmark JSON (default ``reports/bench/seed-animegan-<UTC>.json``,
@@ -12,12 +13,13 @@ median ms (±IQR) per size, and the 640/256 ratio next to the pixel-count ratio 
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
+import click
+
+from parbench._util.clock import file_stamp
 from parbench.report.build import collect
 from parbench.report.tables import VARIANT_ORDER
 
@@ -26,28 +28,30 @@ ROOT = Path(__file__).resolve().parents[1]
 PHONE_MS = {256: 2000.0, 640: 9000.0}  # published phone CPU figures for this kind of generator
 
 
-def run_bench(args: argparse.Namespace, out: Path) -> int:
+def run_bench(
+    model: str, sizes: list[int], threads: int, min_time: float, variants: str | None, out: Path
+) -> int:
     cmd = [
         sys.executable,
         "-m",
         "pytest",
         "bench/",
         "--models",
-        args.model,
+        model,
         "--sizes",
-        ",".join(map(str, args.sizes)),
+        ",".join(map(str, sizes)),
         "--threads",
-        str(args.threads),
+        str(threads),
         "--bench-min-time",
-        str(args.min_time),
+        str(min_time),
         f"--benchmark-json={out}",
         "-p",
         "no:cacheprovider",
         "-q",
     ]
-    if args.variants:
-        cmd += ["--variants", args.variants]
-    print("running:", " ".join(cmd[2:]), flush=True)
+    if variants:
+        cmd += ["--variants", variants]
+    click.echo("running: " + " ".join(cmd[2:]))
     return subprocess.call(cmd, cwd=ROOT)
 
 
@@ -56,7 +60,7 @@ def table(json_path: Path, model: str, sizes: list[int]) -> str:
     s = rep.summary
     s = s[(s["model"] == model) & (s["kind"] == "host")]
     if s.empty:
-        raise SystemExit(f"{json_path} has no results for {model}")
+        raise click.ClickException(f"{json_path} has no host results for model {model!r}")
     lo, hi = min(sizes), max(sizes)
     head = ["form", *(f"{n} px" for n in sizes), f"{hi}/{lo}", "executor"]
     lines = [
@@ -80,9 +84,8 @@ def table(json_path: Path, model: str, sizes: list[int]) -> str:
         )
         lines.append("| " + " | ".join([form, *cells, ratio, str(fr["executor"].iloc[0])]) + " |")
     phone = [f"{PHONE_MS[n]:.0f}" if n in PHONE_MS else "–" for n in sizes]
-    lines.append(
-        "| phone CPU (published) | " + " | ".join(phone) + f" | {PHONE_MS[640] / PHONE_MS[256]:.2f}× | – |"
-    )
+    phone_ratio = f"{PHONE_MS[hi] / PHONE_MS[lo]:.2f}×" if lo in PHONE_MS and hi in PHONE_MS else "–"
+    lines.append("| phone CPU (published) | " + " | ".join(phone) + f" | {phone_ratio} | – |")
     threads = sorted({int(t) for t in s["threads"].dropna()})
     note = (
         f"\nHost: median ms ±IQR per run of `session.run` ({', '.join(map(str, threads))} thread(s), "
@@ -92,31 +95,60 @@ def table(json_path: Path, model: str, sizes: list[int]) -> str:
     return "\n".join(lines) + "\n" + note
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="animegan")
-    p.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[256, 300, 400, 640])
-    p.add_argument("--variants", default=None, help="comma-separated forms (default: all)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed rounds per cell")
-    p.add_argument("--from-json", type=Path, default=None, help="only print the table of an earlier run")
-    p.add_argument("--out", type=Path, default=None, help="bench JSON to write")
-    args = p.parse_args()
-    if args.from_json:
-        path = args.from_json
+def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"comma-separated integers, e.g. 256,640; got {value!r}") from None
+    if not sizes:
+        raise click.BadParameter("at least one size")
+    return sizes
+
+
+@click.command(help=__doc__, context_settings={"max_content_width": 110})
+@click.option("--model", default="animegan", show_default=True)
+@click.option(
+    "--sizes", default="256,300,400,640", show_default=True, callback=_sizes, help="comma-separated"
+)
+@click.option("--variants", default=None, help="comma-separated forms (default: all)")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--min-time",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="seconds of timed rounds per cell",
+)
+@click.option(
+    "--from-json",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="only print the table of an earlier run",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="bench JSON to write"
+)
+def main(
+    model: str,
+    sizes: list[int],
+    variants: str | None,
+    threads: int,
+    min_time: float,
+    from_json: Path | None,
+    out: Path | None,
+) -> None:
+    if from_json:
+        path = from_json
     else:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        path = args.out or ROOT / "reports" / "bench" / f"seed-{args.model}-{stamp}.json"
+        path = out or ROOT / "reports" / "bench" / f"seed-{model}-{file_stamp()}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        code = run_bench(args, path)
+        code = run_bench(model, sizes, threads, min_time, variants, path)
         if not path.exists():
-            print(f"the bench run wrote no results (exit {code})", file=sys.stderr)
-            return code or 1
-    print()
-    print(table(path, args.model, args.sizes))
-    print(f"\nresults: {path}")
-    return 0
+            raise click.ClickException(f"the bench run wrote no results (pytest exit {code})")
+    click.echo()
+    click.echo(table(path, model, sizes))
+    click.echo(f"\nresults: {path}")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

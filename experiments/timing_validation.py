@@ -1,6 +1,7 @@
 """Checks parbench's timer against torch's own benchmark timer, and measures its overhead.
 
-    python bench/timing_validation.py [--repeats 5] [--json out.json]
+\b
+    python experiments/timing_validation.py [--repeats 5] [--min-time 1.0] [--json out.json]
 
 For fixed CPU workloads of about 1 ms and 10 ms (a float32 matmul sized to that on this
 machine; torch, 1 thread) it prints parbench's median (``parbench.run.timing.time_session``) next
@@ -15,20 +16,18 @@ loop.  Targets: medians within 5 %, overhead below 5 us.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import click
 import torch
 import torch.utils.benchmark as tb
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from parbench.run.timing import Warmup, time_session  # noqa: E402
+from parbench.run.timing import Warmup, time_session
 
 T = TypeVar("T")
 MEDIAN_TOLERANCE = 0.05
@@ -123,23 +122,36 @@ def overhead(repeats: int) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="alternating measurement pairs per workload")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement (each timer)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    args = parser.parse_args()
+@click.command(help=__doc__, context_settings={"max_content_width": 110})
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="alternating measurement pairs per workload",
+)
+@click.option(
+    "--min-time",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="seconds per measurement (each timer)",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="also write the figures here",
+)
+def main(repeats: int, min_time: float, json_path: Path | None) -> None:
     torch.set_num_threads(1)
 
-    print(
-        f"torch {torch.__version__}, 1 thread; {args.repeats} alternating pairs of {args.min_time:.1f} s each"
-    )
+    print(f"torch {torch.__version__}, 1 thread; {repeats} alternating pairs of {min_time:.1f} s each")
     results = {"workloads": [], "overhead": None}
     ok = True
     for target in (1.0, 10.0):
-        r = compare(target, args.repeats, args.min_time)
+        r = compare(target, repeats, min_time)
         results["workloads"].append(r)
         judged = r["quiet_median_ratio"] if r["quiet_median_ratio"] is not None else r["median_ratio"]
         within = abs(judged - 1) <= MEDIAN_TOLERANCE
@@ -164,7 +176,7 @@ def main() -> int:
             f"  median ratio parbench/torch {scope}: {judged:.3f} "
             f"({'within' if within else 'OUTSIDE'} ±{MEDIAN_TOLERANCE:.0%})"
         )
-    o = overhead(args.repeats)
+    o = overhead(repeats)
     results["overhead"] = o
     fast = o["per_call_loop_ns"] < OVERHEAD_TARGET_NS
     ok &= fast
@@ -174,14 +186,15 @@ def main() -> int:
         f"  whole rounds loop per call:                    {o['per_call_loop_ns']:.0f} ns "
         f"({'below' if fast else 'ABOVE'} the {OVERHEAD_TARGET_NS / 1000:g} us target)"
     )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=1))
     print(
         "\nresult:",
         "all targets met" if ok else "a target was missed (see above; a busy machine widens spreads)",
     )
-    return 0 if ok else 1
+    if not ok:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
