@@ -26,9 +26,9 @@ import torch
 from parbench import zoo
 from parbench._util.console import error_text
 from parbench.backends import get_backend
-from parbench.backends.base import ExportError, ExportRequest, flatten_outputs
+from parbench.backends.base import ExportRequest, flatten_outputs
 from parbench.compare import classification_metrics, generic_metrics
-from parbench.errors import NeedsPerSize, ParbenchError
+from parbench.errors import ExportError, NeedsPerSize, ParbenchError
 from parbench.run.timing import time_call
 
 # survey name -> (variant, options)

@@ -96,17 +96,19 @@ def test_a_repository_with_only_a_toml_runs_both_suites(tmp_path):
     assert {r.verdict for r in records} == {"pass"}
     assert "MyNet2:" in proc.stdout  # the end-of-run table
 
-    out = root / "latency.json"
-    proc = pytest_in(
-        root,
-        "--pyargs",
-        "parbench.suites.latency",
-        "--variants",
-        "eager,torchscript",
-        *QUICK,
-        f"--benchmark-json={out}",
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    outs = [root / "latency-0.json", root / "latency-1.json"]
+    for out in outs:  # two runs: compare needs two sides
+        proc = pytest_in(
+            root,
+            "--pyargs",
+            "parbench.suites.latency",
+            "--variants",
+            "eager,torchscript",
+            *QUICK,
+            f"--benchmark-json={out}",
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = outs[0]
     doc = bench.read(out)
     assert sorted(extra.key.id for _, extra in doc.cases()) == sorted(
         f"MyNet2-{v}-{s}" for v in ("eager", "torchscript") for s in (64, 96)
@@ -123,7 +125,7 @@ def test_a_repository_with_only_a_toml_runs_both_suites(tmp_path):
     with Store(store_path) as store:
         ingest_benchmark_json(store, out)
         assert set(store.results()["model"]) == {"MyNet2"}
-    result = CliRunner().invoke(compare_command, [str(out), str(out)])
+    result = CliRunner().invoke(compare_command, [str(outs[0]), str(outs[1])])
     assert result.exit_code == 0, result.output
     assert "MyNet2" in result.output
     with TestClient(create_app(store_path, "a-token-of-enough-length-0123456789")) as client:
