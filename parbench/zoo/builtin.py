@@ -20,7 +20,7 @@ FOLDED_NORMALIZATION = (
 # conv -> ReLU6 of a MobileNet-style model is hit; an app on PyTorch Mobile would be too.
 QNNPACK_CLAMP = (
     "upstream torch bug: qnnpack quantized clamp/relu6 on channels-last tensors scrambles "
-    "its output (ReLU6 after every conv here); QuantizedInt8Backend(fix_clamp_layout=True) "
+    'its output (ReLU6 after every conv here); get_backend("quantized_int8", fix_clamp_layout=True) '
     "inserts the contiguous() workaround"
 )
 
