@@ -10,18 +10,16 @@ from pathlib import Path
 
 import click
 
+from parbench.cli import options
 from parbench.errors import RegressError
-from parbench.records.bench import CLOCK_FIELDS
 from parbench.regress.decide import (
     DEFAULT_ALPHA,
     DEFAULT_BOOTSTRAP,
     DEFAULT_CP_ALPHA,
     DEFAULT_FLOOR,
     DEFAULT_PARITY_FLOOR_DB,
-    DEFAULT_RUN_STAT,
     DEFAULT_SEED,
     MIN_RUNS,
-    RUN_STATS,
 )
 from parbench.regress.sides import (
     Key,
@@ -101,12 +99,7 @@ def _filter(
     type=click.Path(path_type=str),
     help="Candidate bench JSON (or parity .jsonl) file, folder or quoted glob; repeat for more.",
 )
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"History store for a history baseline [default: $PARBENCH_STORE or {DEFAULT_STORE}].",
-)
+@options.store(f"History store for a history baseline [default: $PARBENCH_STORE or {DEFAULT_STORE}].")
 @click.option(
     "--baseline-nights",
     type=click.IntRange(1),
@@ -120,24 +113,12 @@ def _filter(
     help="Take the candidate from the store too: its M most recent nights (the baseline "
     "nights are then the ones before them).",
 )
-@click.option("--source", default="host", show_default=True, help="Store source: host or device.")
+@options.source
 @click.option("--model", default=None, help="Only this model.")
-@click.option("--variant", default=None, help="Only this variant.")
-@click.option("--size", default=None, help="Only this size.")
-@click.option(
-    "--floor",
-    type=click.FloatRange(0, min_open=True),
-    default=DEFAULT_FLOOR,
-    show_default=True,
-    help="Smallest slowdown that counts as a regression (0.03 = 3%).",
-)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=DEFAULT_ALPHA,
-    show_default=True,
-    help="Significance level of the test and the CI (1 - confidence).",
-)
+@options.variant
+@options.size
+@options.floor(DEFAULT_FLOOR, "Smallest slowdown that counts as a regression (0.03 = 3%).")
+@options.alpha(DEFAULT_ALPHA, "Significance level of the test and the CI (1 - confidence).")
 @click.option(
     "--parity-floor-db",
     type=click.FloatRange(0, min_open=True),
@@ -145,21 +126,8 @@ def _filter(
     show_default=True,
     help="Smallest parity drop (dB) that counts as a regression.",
 )
-@click.option(
-    "--run-stat",
-    type=click.Choice(RUN_STATS),
-    default=DEFAULT_RUN_STAT,
-    show_default=True,
-    help="How one run's samples become one number.",
-)
-@click.option(
-    "--clock",
-    type=click.Choice(sorted(CLOCK_FIELDS)),
-    default="wall",
-    show_default=True,
-    help="wall: samples_ns; cpu: samples_cpu_ns (process CPU time per round, steadier on a "
-    "shared machine) where the bench files carry it.",
-)
+@options.run_stat
+@options.clock
 @click.option(
     "--min-runs",
     type=click.IntRange(2),
@@ -364,15 +332,10 @@ def compare_command(
 
 @click.command("history")
 @click.argument("model")
-@click.option("--variant", default=None, help="Only this variant.")
-@click.option("--size", default=None, help="Only this size.")
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"History store (SQLite) [default: $PARBENCH_STORE or {DEFAULT_STORE}].",
-)
-@click.option("--source", default="host", show_default=True, help="Store source: host or device.")
+@options.variant
+@options.size
+@options.store(f"History store (SQLite) [default: $PARBENCH_STORE or {DEFAULT_STORE}].")
+@options.source
 @click.option(
     "--out",
     "out_dir",
@@ -381,28 +344,10 @@ def compare_command(
     show_default=True,
     help="Folder for PNG, HTML and JSON.",
 )
-@click.option(
-    "--run-stat",
-    type=click.Choice(RUN_STATS),
-    default=DEFAULT_RUN_STAT,
-    show_default=True,
-    help="How one run's samples become one number.",
-)
-@click.option("--clock", type=click.Choice(sorted(CLOCK_FIELDS)), default="wall", show_default=True)
-@click.option(
-    "--floor",
-    type=click.FloatRange(0, min_open=True),
-    default=DEFAULT_FLOOR,
-    show_default=True,
-    help="Smallest shift reported as a change point.",
-)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=DEFAULT_CP_ALPHA,
-    show_default=True,
-    help="Permutation-test level for a change point.",
-)
+@options.run_stat
+@options.clock
+@options.floor(DEFAULT_FLOOR, "Smallest shift reported as a change point.")
+@options.alpha(DEFAULT_CP_ALPHA, "Permutation-test level for a change point.")
 @click.option("--permutations", type=click.IntRange(19), default=199, show_default=True)
 @click.option(
     "--min-persist",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from parbench.cli import options
 from parbench.errors import ReportError
 from parbench.report.build import build_report
 from parbench.report.tables import DEFAULT_REPORTS_DIR
@@ -21,12 +22,7 @@ from parbench.report.tables import DEFAULT_REPORTS_DIR
     show_default=True,
     help="Folder for latency.md, latency.csv and report.html.",
 )
-@click.option(
-    "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="History store (SQLite); its device results become their own columns.",
-)
+@options.store("History store (SQLite); its device results become their own columns.")
 @click.option(
     "--reports-dir",
     type=click.Path(file_okay=False, path_type=Path),
