@@ -48,8 +48,11 @@ DEBIAN_PACKAGES = "clang libgnustep-base-dev libblocksruntime-dev nlohmann-json3
 
 # What the xcconfigs pass (Config/*.xcconfig); tests/device/test_ios_project.py keeps them in step.
 LITE_DEFINES = ["PARBENCH_WITH_LIBTORCH_LITE=1", "PARBENCH_LITE_ONLY=1", "PARBENCH_LIBTORCH_VERSION=2.1.0"]
-EXECUTORCH_DEFINES = ["PARBENCH_WITH_EXECUTORCH=1", "PARBENCH_EXECUTORCH_VERSION=1.5.1",
-                      "C10_USING_CUSTOM_GENERATED_MACROS"]
+EXECUTORCH_DEFINES = [
+    "PARBENCH_WITH_EXECUTORCH=1",
+    "PARBENCH_EXECUTORCH_VERSION=1.5.1",
+    "C10_USING_CUSTOM_GENERATED_MACROS",
+]
 
 
 class ToolchainMissing(RuntimeError):
@@ -106,7 +109,9 @@ def prepare_environment(work: Path, executorch: str, torch: str) -> Environment:
         raise ToolchainMissing(f"missing {', '.join(missing)}; Debian: apt-get install -y {DEBIAN_PACKAGES}")
     gnustep = Path(_run(["gnustep-config", "--variable=GNUSTEP_SYSTEM_HEADERS"]))
     if not (gnustep / "Foundation" / "Foundation.h").is_file():
-        raise ToolchainMissing(f"no GNUstep Foundation headers under {gnustep}; apt-get install -y libgnustep-base-dev")
+        raise ToolchainMissing(
+            f"no GNUstep Foundation headers under {gnustep}; apt-get install -y libgnustep-base-dev"
+        )
     if not Path("/usr/include/Block.h").is_file():
         raise ToolchainMissing("no <Block.h> (the blocks runtime); apt-get install -y libblocksruntime-dev")
     nlohmann = Path("/usr/include/nlohmann")
@@ -131,16 +136,22 @@ def prepare_environment(work: Path, executorch: str, torch: str) -> Environment:
         root = _package_dir("executorch")
         candidate = root / "include" if root else None
         if candidate is None:
-            notes.append("executorch is not installed: PBExecuTorchRunner.mm is checked in its stub branch only")
+            notes.append(
+                "executorch is not installed: PBExecuTorchRunner.mm is checked in its stub branch only"
+            )
         elif (candidate / "executorch" / "extension" / "module" / "module.h").is_file():
             et_dir = candidate
         else:
-            notes.append("the installed executorch wheel has no extension/module/module.h: "
-                         "PBExecuTorchRunner.mm is checked in its stub branch only")
+            notes.append(
+                "the installed executorch wheel has no extension/module/module.h: "
+                "PBExecuTorchRunner.mm is checked in its stub branch only"
+            )
     elif executorch != "none":
         et_dir = Path(executorch)
         if not (et_dir / "executorch" / "extension" / "module" / "module.h").is_file():
-            raise ToolchainMissing(f"--executorch-include {et_dir} has no executorch/extension/module/module.h")
+            raise ToolchainMissing(
+                f"--executorch-include {et_dir} has no executorch/extension/module/module.h"
+            )
     torch_dirs: list[Path] = []
     if torch == "auto":
         root = _package_dir("torch")
@@ -163,8 +174,15 @@ def units(ios: Path, core: Path, env: Environment) -> list[Unit]:
         if mm.name == "PBExecuTorchRunner.mm":
             out.append(Unit(f"{rel} [lite bundle: stub]", mm, "objective-c++", LITE_DEFINES))
             if env.executorch is not None:
-                out.append(Unit(f"{rel} [executorch bundle]", mm, "objective-c++", EXECUTORCH_DEFINES,
-                                [env.executorch, env.executorch / "executorch/runtime/core/portable_type/c10"]))
+                out.append(
+                    Unit(
+                        f"{rel} [executorch bundle]",
+                        mm,
+                        "objective-c++",
+                        EXECUTORCH_DEFINES,
+                        [env.executorch, env.executorch / "executorch/runtime/core/portable_type/c10"],
+                    )
+                )
             continue
         out.append(Unit(f"{rel} [lite bundle]", mm, "objective-c++", LITE_DEFINES))
         et_includes = [] if env.executorch is None else [env.executorch]
@@ -175,33 +193,88 @@ def units(ios: Path, core: Path, env: Environment) -> list[Unit]:
         out.append(Unit(f"core/src/{cpp.name} [Apple branches]", cpp, "c++", []))
     lite = core / "src" / "libtorch" / "libtorch_runner.cpp"
     if env.torch and lite.is_file():
-        out.append(Unit("core/src/libtorch/libtorch_runner.cpp [lite bundle]", lite, "c++-torch", LITE_DEFINES,
-                        env.torch))
+        out.append(
+            Unit(
+                "core/src/libtorch/libtorch_runner.cpp [lite bundle]",
+                lite,
+                "c++-torch",
+                LITE_DEFINES,
+                env.torch,
+            )
+        )
     return out
 
 
 def command(unit: Unit, ios: Path, core: Path, env: Environment) -> list[str]:
     warn = ["-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter"]
     includes = [f"-isystem{p}" for p in unit.includes]  # third-party headers: their warnings are not ours
-    cpp_common = ["-std=c++17", f"-I{ios / 'Support' / 'include'}", f"-I{env.nlohmann}", f"-I{core / 'include'}",
-                  f"-I{ios / 'Bridge'}"]
+    cpp_common = [
+        "-std=c++17",
+        f"-I{ios / 'Support' / 'include'}",
+        f"-I{env.nlohmann}",
+        f"-I{core / 'include'}",
+        f"-I{ios / 'Bridge'}",
+    ]
     if unit.lang == "c++":
         # As Xcode compiles the core for iOS: the __APPLE__ branches, against the shims.
-        return ["clang++", "-fsyntax-only", "-x", "c++", *cpp_common, "-U__linux__", "-U__linux", "-Ulinux",
-                "-D__APPLE__", "-D__MACH__", f"-I{SHIM}", *warn, *[f"-D{d}" for d in unit.defines],
-                str(unit.source)]
+        return [
+            "clang++",
+            "-fsyntax-only",
+            "-x",
+            "c++",
+            *cpp_common,
+            "-U__linux__",
+            "-U__linux",
+            "-Ulinux",
+            "-D__APPLE__",
+            "-D__MACH__",
+            f"-I{SHIM}",
+            *warn,
+            *[f"-D{d}" for d in unit.defines],
+            str(unit.source),
+        ]
     if unit.lang == "c++-torch":
         # torch's own headers are noisy under -Wextra: the file is checked for errors only.
-        return ["clang++", "-fsyntax-only", "-x", "c++", *cpp_common, *[f"-isystem{p}" for p in unit.includes],
-                "-Werror", *[f"-D{d}" for d in unit.defines], str(unit.source)]
-    objc = ["-fsyntax-only", "-fobjc-arc", "-fblocks", "-fobjc-runtime=gnustep-2.0", "-fexceptions",
-            "-fobjc-exceptions", "-DGNUSTEP", "-DGNUSTEP_BASE_LIBRARY=1", "-DGNU_RUNTIME=1",
-            f"-isystem{env.gnustep}", f"-isystem{env.objc_runtime}", f"-I{SHIM}",
-            "-include", str(SHIM / "PBFoundationExtras.h")]
+        return [
+            "clang++",
+            "-fsyntax-only",
+            "-x",
+            "c++",
+            *cpp_common,
+            *[f"-isystem{p}" for p in unit.includes],
+            "-Werror",
+            *[f"-D{d}" for d in unit.defines],
+            str(unit.source),
+        ]
+    objc = [
+        "-fsyntax-only",
+        "-fobjc-arc",
+        "-fblocks",
+        "-fobjc-runtime=gnustep-2.0",
+        "-fexceptions",
+        "-fobjc-exceptions",
+        "-DGNUSTEP",
+        "-DGNUSTEP_BASE_LIBRARY=1",
+        "-DGNU_RUNTIME=1",
+        f"-isystem{env.gnustep}",
+        f"-isystem{env.objc_runtime}",
+        f"-I{SHIM}",
+        "-include",
+        str(SHIM / "PBFoundationExtras.h"),
+    ]
     if unit.lang == "objective-c":
         return ["clang", "-x", "objective-c", *objc, *warn, f"-I{ios / 'Bridge'}", str(unit.source)]
-    return ["clang++", "-x", "objective-c++", *objc, *cpp_common, *includes, *warn,
-            *[f"-D{d}" for d in unit.defines], str(unit.source)]
+    return [
+        "clang++",
+        "-x",
+        "objective-c++",
+        *objc,
+        *cpp_common,
+        *includes,
+        *warn,
+        *[f"-D{d}" for d in unit.defines],
+        str(unit.source),
+    ]
 
 
 DIAG = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?P<col>\d+): (?P<kind>error|warning|fatal error): ")
@@ -213,12 +286,25 @@ def compile_unit(unit: Unit, ios: Path, core: Path, env: Environment) -> Outcome
     proc = subprocess.run(cmd, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     diags = [line for line in out.splitlines() if DIAG.match(line)]
-    return Outcome(unit.name, str(unit.source), proc.returncode == 0 and not diags, time.perf_counter() - start,
-                   cmd, diags, out)
+    return Outcome(
+        unit.name,
+        str(unit.source),
+        proc.returncode == 0 and not diags,
+        time.perf_counter() - start,
+        cmd,
+        diags,
+        out,
+    )
 
 
-def check(ios: Path = IOS_DIR, core: Path = CORE_DIR, executorch: str = "auto", torch: str = "auto",
-          jobs: int = 2, only: str | None = None) -> tuple[list[Outcome], list[str]]:
+def check(
+    ios: Path = IOS_DIR,
+    core: Path = CORE_DIR,
+    executorch: str = "auto",
+    torch: str = "auto",
+    jobs: int = 2,
+    only: str | None = None,
+) -> tuple[list[Outcome], list[str]]:
     """Compiles every unit; returns the outcomes and notes on what could not be checked."""
     with tempfile.TemporaryDirectory(prefix="parbench-bridge-check-") as tmp:
         env = prepare_environment(Path(tmp), executorch, torch)
@@ -230,11 +316,18 @@ def check(ios: Path = IOS_DIR, core: Path = CORE_DIR, executorch: str = "auto", 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ios-dir", type=Path, default=IOS_DIR, help="the ios/ folder to check (default: this one)")
+    ap.add_argument(
+        "--ios-dir", type=Path, default=IOS_DIR, help="the ios/ folder to check (default: this one)"
+    )
     ap.add_argument("--core-dir", type=Path, default=CORE_DIR, help="the core/ folder (default: this one)")
-    ap.add_argument("--executorch-include", default="auto",
-                    help="ExecuTorch headers: auto (the installed wheel), none, or a folder")
-    ap.add_argument("--torch-include", default="auto", help="torch headers: auto (the installed wheel), none, or a folder")
+    ap.add_argument(
+        "--executorch-include",
+        default="auto",
+        help="ExecuTorch headers: auto (the installed wheel), none, or a folder",
+    )
+    ap.add_argument(
+        "--torch-include", default="auto", help="torch headers: auto (the installed wheel), none, or a folder"
+    )
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("PARBENCH_BUILD_JOBS", "2")))
     ap.add_argument("--only", help="check only units whose name contains this")
     ap.add_argument("--json", action="store_true", help="print the outcomes as JSON")
@@ -265,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("     " + "\n     ".join(o.output.strip().splitlines()[-10:]))
         for n in notes:
             print(f"note: {n}")
-        print(f"{len(outcomes) - len(failed)}/{len(outcomes)} units clean in {time.perf_counter() - start:.1f} s")
+        print(
+            f"{len(outcomes) - len(failed)}/{len(outcomes)} units clean in {time.perf_counter() - start:.1f} s"
+        )
     return 1 if failed else 0
 
 
