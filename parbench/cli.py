@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "compare": "parbench.regress:compare_command",
     "history": "parbench.regress:history_command",
     "serve": "parbench.collector.app:serve_command",
-    "device": "parbench.device:device_group",
+    "device": "parbench.device_mac_cli:device_group",  # parbench.device's group plus the Mac commands
     "bisect": "parbench.coreml_ref.bisect:bisect_command",
 }
 

@@ -286,6 +286,13 @@ def load_result_docs(path: Path | str) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory(prefix="parbench-xcresult-") as tmp:
             _export_xcresult(path, Path(tmp))
             return load_result_docs(Path(tmp))
+    if path.is_dir() and (path / "manifest.json").is_file():  # xcresulttool export attachments
+        from parbench.device_mac import DeviceRunError, result_docs_from_export
+
+        try:
+            return result_docs_from_export(path)
+        except DeviceRunError as exc:
+            raise DeviceError(str(exc)) from exc
     candidates: list[tuple[str, bytes]] = []
     if path.is_file():
         candidates.append((str(path), path.read_bytes()))

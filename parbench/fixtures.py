@@ -179,12 +179,22 @@ class FixtureSet:
         _atomic_write(self.root / "manifest.json", json.dumps(self.manifest, indent=1).encode())
 
 
+def _installed_version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def new_manifest() -> dict[str, Any]:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "generator": {"parbench": parbench.__version__, "torch": torch.__version__},
+        "generator": {"parbench": parbench.__version__, "torch": torch.__version__,
+                      "executorch": _installed_version("executorch")},  # which ExecuTorch wrote the .pte files
         "tensors": {},
         "models": {},
     }

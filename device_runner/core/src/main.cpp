@@ -61,6 +61,7 @@ run options:
   --source device|host   run source recorded by the collector (default device)
   --out FILE             write the run and all results as JSON
   --dump-outputs DIR     write every candidate output as a raw tensor under DIR
+  --relay-wait S (60)    USB mode: how long to wait for the relay to dial in
   --batch N (16)  --retries N (6)  --timeout S (300)  --quiet
 exit status: 0 all cases ran, 1 some cases failed (see their "error"), 2 bad usage or fixture set,
 3 the collector refused or could not be reached.
@@ -275,6 +276,12 @@ int cmd_run(const Args& a) {
     if (!transport) transport = std::make_unique<CurlTransport>(to_int("timeout", opt(a, "timeout", "300"), 1));
     RetryPolicy policy;
     policy.attempts = to_int("retries", opt(a, "retries", "6"), 1);
+    if (!usb_port.empty()) {
+      // One try: the listener already waits --relay-wait s for the relay to dial in.
+      RetryPolicy once;
+      once.attempts = 1;
+      CollectorClient(*transport, collector_url, token, once).health();
+    }
     client = std::make_unique<CollectorClient>(*transport, collector_url, token, policy);
     health = client->health();
   }

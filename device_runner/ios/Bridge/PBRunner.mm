@@ -184,9 +184,13 @@ int env_int(NSDictionary<NSString *, NSString *> *vars, NSString *key, int fallb
     auto relay = std::make_unique<parbench::RelayListenerTransport>(
         env_int(vars, @"PARBENCH_USB_PORT", 0, 1), env_int(vars, @"PARBENCH_RELAY_WAIT", 120, 1), 300);
     url = "http://127.0.0.1:" + std::to_string(relay->port());
+    // One try: it already waits PARBENCH_RELAY_WAIT s for the relay, and its error says what to
+    // start on the Mac.
+    parbench::RetryPolicy once;
+    once.attempts = 1;
+    parbench::CollectorClient(*relay, url, token, once).health();
     _transport = std::move(relay);
     _client = std::make_unique<parbench::CollectorClient>(*_transport, url, token);
-    _client->health();  // the relay's own message says what to start on the Mac
     transport_kind = "usb-relay";
   } else if (!url.empty()) {
     // A short health check first: an unanswered Local Network prompt or a firewall that drops

@@ -51,6 +51,8 @@ LITE_DEFINES = ["PARBENCH_WITH_LIBTORCH_LITE=1", "PARBENCH_LITE_ONLY=1", "PARBEN
 EXECUTORCH_DEFINES = [
     "PARBENCH_WITH_EXECUTORCH=1",
     "PARBENCH_EXECUTORCH_VERSION=1.5.1",
+    # ExecuTorch's build defines this for its c10 headers; the xcframework's headers have it
+    # written in, the wheel's (used here) do not.
     "C10_USING_CUSTOM_GENERATED_MACROS",
 ]
 
