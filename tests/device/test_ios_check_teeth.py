@@ -33,7 +33,7 @@ PLANTS = [
         "Bridge/PBCoreMLRunner.mm",
         "[MLModel compileModelAtURL:",
         "[MLModel compileModelAtPath:",
-        "Bridge/PBCoreMLRunner.mm [lite bundle]",
+        "Bridge/PBCoreMLRunner.mm [both bundles]",
         "compileModelAtPath:completionHandler:",
     ),
     Plant(
@@ -41,7 +41,7 @@ PLANTS = [
         "Bridge/PBCoreMLRunner.mm",
         "return MLComputeUnitsCPUAndNeuralEngine;",
         "return MLComputeUnitsNeuralEngine;",
-        "Bridge/PBCoreMLRunner.mm [lite bundle]",
+        "Bridge/PBCoreMLRunner.mm [both bundles]",
         "MLComputeUnitsNeuralEngine",
     ),
     Plant(
@@ -49,7 +49,7 @@ PLANTS = [
         "Bridge/PBCoreMLRunner.mm",
         "[MLModel modelWithContentsOfURL:compiled_ configuration:config error:&error]",
         "[MLModel modelWithContentsOfURL:compiled_ configuration:config]",
-        "Bridge/PBCoreMLRunner.mm [lite bundle]",
+        "Bridge/PBCoreMLRunner.mm [both bundles]",
         "modelWithContentsOfURL:configuration:",
     ),
     Plant(
@@ -57,7 +57,7 @@ PLANTS = [
         "Bridge/PBCoreMLRunner.mm",
         "initWithDictionary:features error:&error]",
         "initWithDictionary:features]",
-        "Bridge/PBCoreMLRunner.mm [lite bundle]",
+        "Bridge/PBCoreMLRunner.mm [both bundles]",
         "initWithDictionary:",
     ),
     Plant(
@@ -65,7 +65,7 @@ PLANTS = [
         "Bridge/PBCoreMLRunner.mm",
         "const uint8_t* base = static_cast<const uint8_t*>(bytes);",
         "const uint8_t* base = static_cast<const uint8_t*>(a.dataPointer);",
-        "Bridge/PBCoreMLRunner.mm [lite bundle]",
+        "Bridge/PBCoreMLRunner.mm [both bundles]",
         "'dataPointer' is deprecated",
     ),
     Plant(
@@ -73,7 +73,7 @@ PLANTS = [
         "Bridge/PBCoreMLRunner.mm",
         "format != kCVPixelFormatType_32BGRA &&",
         "format != kCVPixelFormatType_BGRA32 &&",
-        "Bridge/PBCoreMLRunner.mm [lite bundle]",
+        "Bridge/PBCoreMLRunner.mm [both bundles]",
         "kCVPixelFormatType_BGRA32",
     ),
     Plant(
@@ -113,7 +113,7 @@ PLANTS = [
         "Bridge/PBURLSessionTransport.mm",
         "config.waitsForConnectivity = NO;",
         "config.waitForConnectivity = NO;",
-        "Bridge/PBURLSessionTransport.mm [lite bundle]",
+        "Bridge/PBURLSessionTransport.mm [both bundles]",
         "waitForConnectivity",
     ),
     Plant(
@@ -121,7 +121,7 @@ PLANTS = [
         "Bridge/PBURLSessionTransport.mm",
         "downloadTaskWithRequest:request",
         "downloadTaskWithURLRequest:request",
-        "Bridge/PBURLSessionTransport.mm [lite bundle]",
+        "Bridge/PBURLSessionTransport.mm [both bundles]",
         "downloadTaskWithURLRequest:completionHandler:",
     ),
     Plant(
@@ -140,7 +140,7 @@ PLANTS = [
         "  [((NSHTTPURLResponse*)response).allHeaderFields enumerateKeysAndObjectsUsingBlock:^(id key, id value, BOOL*) {\n"
         "    out.headers[[[key description] lowercaseString].UTF8String] = [[value description] UTF8String];\n"
         "  }];\n  if (out.status != 0 && data.length)",
-        "Bridge/PBURLSessionTransport.mm [lite bundle]",
+        "Bridge/PBURLSessionTransport.mm [both bundles]",
         "no viable overloaded operator[]",
     ),
     Plant(

@@ -173,22 +173,27 @@ def units(ios: Path, core: Path, env: Environment) -> list[Unit]:
         out.append(Unit(f"{m.parent.name}/{m.name}", m, "objective-c", []))
     for mm in sorted(ios.glob("Bridge/*.mm")):
         rel = f"Bridge/{mm.name}"
+        et_includes = [] if env.executorch is None else [env.executorch]
         if mm.name == "PBExecuTorchRunner.mm":
             out.append(Unit(f"{rel} [lite bundle: stub]", mm, "objective-c++", LITE_DEFINES))
             if env.executorch is not None:
+                c10 = env.executorch / "executorch/runtime/core/portable_type/c10"
                 out.append(
                     Unit(
                         f"{rel} [executorch bundle]",
                         mm,
                         "objective-c++",
                         EXECUTORCH_DEFINES,
-                        [env.executorch, env.executorch / "executorch/runtime/core/portable_type/c10"],
+                        [env.executorch, c10],
                     )
                 )
-            continue
-        out.append(Unit(f"{rel} [lite bundle]", mm, "objective-c++", LITE_DEFINES))
-        et_includes = [] if env.executorch is None else [env.executorch]
-        out.append(Unit(f"{rel} [executorch bundle]", mm, "objective-c++", EXECUTORCH_DEFINES, et_includes))
+        elif "PARBENCH_WITH_" in mm.read_text():  # compiled differently in each bundle
+            out.append(Unit(f"{rel} [lite bundle]", mm, "objective-c++", LITE_DEFINES))
+            out.append(
+                Unit(f"{rel} [executorch bundle]", mm, "objective-c++", EXECUTORCH_DEFINES, et_includes)
+            )
+        else:
+            out.append(Unit(f"{rel} [both bundles]", mm, "objective-c++", LITE_DEFINES))
     for cpp in sorted(core.glob("src/*.cpp")):
         if cpp.name == "main.cpp":
             continue
