@@ -113,13 +113,15 @@ def bundles_for(forms: Sequence[str]) -> list[Bundle]:
 @dataclasses.dataclass(frozen=True)
 class Step:
     name: str
-    argv: tuple[str, ...]  # "parbench" runs this interpreter's parbench; a '*' is globbed at run time
+    argv: tuple[str, ...]  # "parbench" runs this interpreter's parbench
     cwd: str  # relative to the repository
     env: Mapping[str, str]  # added to the environment
     on_failure: str  # what to do when it fails
     background: bool = False  # keeps running while the later steps run
     ready_url: str | None = None  # a background step is ready when this answers 200
     stops: tuple[str, ...] = ()  # background steps to stop before this one runs
+    keep_going: bool = False  # a failure is reported at the end, after the later steps ran
+    globs: tuple[int, ...] = ()  # argv positions holding a pattern that must match one file (at run time)
 
     def render(self) -> str:
         """The step as one shell command line."""
@@ -350,9 +352,11 @@ def plan(opts: RunOptions, runtimes: AppRuntimes | None = None) -> list[Step]:
                 ),
                 ios,
                 env,
-                "unlock the phone, trust this Mac and turn on Developer Mode; a failing test_configuration says why "
-                "the bundle could not start (USB mode: is the relay step's output above showing the phone?); "
-                "per-case errors are in the table below and in the .xcresult",
+                "a failing case fails its test (the table below has its error); nothing ran at all: unlock the "
+                "phone, trust this Mac and turn on Developer Mode; a failing test_configuration says why the bundle "
+                "could not start (USB mode: did the relay step's log show the phone?)",
+                keep_going=True,
+                globs=(3,),
             )
         )
     for i, b in enumerate(bundles):
@@ -426,10 +430,10 @@ class StepFailed(DeviceRunError):
 
 def missing_tools(steps: Sequence[Step], which: Callable[[str], str | None] = shutil.which) -> list[str]:
     needed = {s.argv[0] for s in steps if s.argv[0] != "parbench"}
-    if any(s.name == "relay" for s in steps):
+    if any(s.argv[:3] == ("parbench", "device", "relay") for s in steps):
         needed.add("iproxy")
-    if any(s.name.startswith("import") for s in steps):
-        needed.add("xcrun")
+    if any(s.argv[:3] == ("parbench", "device", "import") and s.argv[3].endswith(".xcresult") for s in steps):
+        needed.add("xcrun")  # xcresulttool
     return [f"{t} ({INSTALL_HINTS.get(t, 'install it')})" for t in sorted(needed) if which(t) is None]
 
 
@@ -439,8 +443,8 @@ def _argv_for(step: Step, root: Path) -> list[str]:
         argv[0:1] = [sys.executable, "-m", "parbench"]
     cwd = root / step.cwd
     out = []
-    for a in argv:
-        if "*" in a:
+    for i, a in enumerate(argv):
+        if i in step.globs:
             hits = sorted(glob.glob(str(cwd / a)))
             if len(hits) != 1:
                 raise DeviceRunError(
@@ -499,6 +503,7 @@ def execute(
     log_dir = log_dir or root / IOS_REL / "runs"
     log_dir.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen[str], Path]] = {}
+    failed: list[StepFailed] = []  # keep_going steps that failed
     total = len(steps)
     try:
         for i, step in enumerate(steps, 1):
@@ -535,7 +540,13 @@ def execute(
                 echo(line.rstrip("\n"))
                 del lines[:-80]
             if proc.wait() != 0:
-                raise StepFailed(i, total, step, proc.returncode, "".join(lines))
+                err = StepFailed(i, total, step, proc.returncode, "".join(lines))
+                if not step.keep_going:
+                    if failed:
+                        err.args = (f"{err}\n(earlier: {'; '.join(_headline(f) for f in failed)})",)
+                    raise err
+                failed.append(err)
+                echo(f"{err}\n    (going on with the next steps)")
             for name, (bg, log) in list(running.items()):
                 if bg.poll() is not None:
                     raise DeviceRunError(
@@ -545,6 +556,16 @@ def execute(
     finally:
         for proc, _log in running.values():
             _stop(proc)
+    if failed:
+        raise DeviceRunError(
+            "the run went through, but "
+            + "; ".join(_headline(f) for f in failed)
+            + " (their output is above)"
+        )
+
+
+def _headline(err: StepFailed) -> str:
+    return str(err).split(":", 1)[0]
 
 
 def _tail(text: str, n: int = 40) -> str:

@@ -375,7 +375,14 @@ def test_execute_runs_steps_and_names_the_one_that_fails(tmp_path: Path) -> None
             "n/a",
             background=True,
         ),
-        Step("glob", _py("import sys; print('got', sys.argv[1])") + ("out/thing_*.bin",), ".", {}, "n/a"),
+        Step(
+            "glob",
+            _py("import sys; print('got', sys.argv[1])") + ("out/thing_*.bin",),
+            ".",
+            {},
+            "n/a",
+            globs=(3,),
+        ),
         Step(
             "tool fails",
             _py("import sys; print('line 1'); print('the tool says: no profiles'); sys.exit(3)"),
@@ -397,6 +404,34 @@ def test_execute_runs_steps_and_names_the_one_that_fails(tmp_path: Path) -> None
     assert marker.read_text() == "up"  # the background step ran ...
     procs = subprocess.run(["pgrep", "-f", str(marker)], capture_output=True, text=True)
     assert procs.stdout.strip() == ""  # ... and was stopped
+
+
+def test_execute_goes_on_after_failing_tests_and_says_so_at_the_end(tmp_path: Path) -> None:
+    steps = [
+        Step(
+            "test lite",
+            _py("import sys; print('** TEST FAILED **'); sys.exit(65)"),
+            ".",
+            {},
+            "see the table",
+            keep_going=True,
+        ),
+        Step("import lite", _py("print('imported')"), ".", {}, "n/a"),
+        Step("table", _py("print('the table')"), ".", {}, "n/a"),
+    ]
+    lines: list[str] = []
+    with pytest.raises(device_mac.DeviceRunError) as err:
+        device_mac.execute(steps, root=tmp_path, echo=lines.append, log_dir=tmp_path)
+    assert str(err.value) == (
+        "the run went through, but step 1/3 'test lite' failed (exit 65) (their output is above)"
+    )
+    assert "imported" in lines and "the table" in lines
+    assert any("** TEST FAILED **" in line for line in lines)
+    steps[1] = Step("import lite", _py("import sys; sys.exit(2)"), ".", {}, "needs Xcode 16")
+    with pytest.raises(device_mac.StepFailed) as err2:
+        device_mac.execute(steps, root=tmp_path, echo=lambda _: None, log_dir=tmp_path)
+    assert str(err2.value).endswith("needs Xcode 16\n(earlier: step 1/3 'test lite' failed (exit 65))")
+    assert [s.keep_going for s in _steps()] == [s.name.startswith("test ") for s in _steps()]
 
 
 def test_execute_reports_a_background_step_that_dies_and_missing_tools(tmp_path: Path) -> None:
@@ -422,7 +457,7 @@ def test_execute_reports_a_background_step_that_dies_and_missing_tools(tmp_path:
     assert missing == ["iproxy (brew install libimobiledevice)", "xcodegen (brew install xcodegen)"]
     with pytest.raises(device_mac.DeviceRunError, match="matches 0 files"):
         device_mac.execute(
-            [Step("g", ("ls", "nothing_*.x"), ".", {}, "n/a")], root=tmp_path, echo=lambda _: None
+            [Step("g", ("ls", "nothing_*.x"), ".", {}, "n/a", globs=(1,))], root=tmp_path, echo=lambda _: None
         )
 
 
