@@ -32,6 +32,7 @@ fi
 
 if [ "$dev" = 1 ]; then
   pkgs="cmake ninja-build g++ nlohmann-json3-dev libcurl4-openssl-dev libssl-dev chromium"
+  pkgs="$pkgs clang libgnustep-base-dev libblocksruntime-dev"  # the device runner's clang and iOS compile checks
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then

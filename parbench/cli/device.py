@@ -1,17 +1,29 @@
-"""`parbench device ...`: build the device runner's C++ core, replay fixtures against a collector, import iPhone results, check .ptl artifacts against the app's runtime."""
+"""`parbench device ...`: build the device runner's C++ core, replay fixtures against a collector,
+import iPhone results, check artifacts against the app's runtimes, and on a Mac run the iPhone
+runner end to end (`run`, with the USB `relay` and the results `table`)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import platform
+import secrets
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from parbench.device import mac
 from parbench.device.build import DEFAULT_BUILD_DIR, REPO_ROOT, build_core, run_core_tests
+from parbench.device.relay import run_relay
 from parbench.device.replay import format_rows, run_replay, summary_rows, tier_models
 from parbench.diagnose.lite_bytecode import DEFAULT_RUNTIME, RUNTIMES, check_and_backport
-from parbench.errors import DeviceBuildError, DeviceError
+from parbench.diagnose.pte_runtime import pte_rows
+from parbench.errors import DeviceBuildError, DeviceError, ParbenchError
 from parbench.history.ingest import import_results
+from parbench.records import manifest as records_manifest
 
 # ---------------------------------------------------------------------------------------------
 # CLI
@@ -20,7 +32,7 @@ from parbench.history.ingest import import_results
 @click.group("device")
 def device_group() -> None:
     """The device runner: build its C++ core, replay fixtures against a collector, import
-    iPhone results, check .ptl artifacts against the app's runtime."""
+    iPhone results, check artifacts against the app's runtimes, run the iPhone runner from a Mac."""
 
 
 @device_group.command("build")
@@ -186,6 +198,32 @@ def import_command(source: Path, store_path: Path, no_complete: bool) -> None:
         )
 
 
+def _has_pte(fixtures_dir: Path) -> bool:
+    manifest = records_manifest.read(fixtures_dir)
+    return any(
+        a.format == "pte" for m in manifest.models.values() for arts in m.artifacts.values() for a in arts
+    )
+
+
+def _print_ptl_rows(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        bc = r.get("bytecode_version", "?")
+        extra = f" (from bytecode {r['backported_from']})" if r["status"] == "backported" else ""
+        click.echo(
+            f"{r['status']:<10} {r['model']}-{r['variant']} {r['path']}: bytecode {bc}{extra}"
+            + (f" -- {r['reason']}" if r["reason"] else "")
+        )
+
+
+def _print_pte_rows(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        label = {"newer": "WARNING", "unknown": "warning"}.get(r["status"], r["status"])
+        click.echo(
+            f"{label:<10} {r['model']}-{r['variant']} {r['path']}: exporter {r['exporter'] or '?'}, "
+            f"app {r['app_executorch']}" + (f" -- {r['reason']}" if r["reason"] else "")
+        )
+
+
 @device_group.command("check")
 @click.argument("fixtures_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -202,31 +240,217 @@ def import_command(source: Path, store_path: Path, no_complete: bool) -> None:
     help="highest bytecode version the app's runtime loads (default: the runtime's own bound)",
 )
 @click.option("--no-backport", is_flag=True, help="only check; do not backport or change the manifest")
-@click.option("--json", "as_json", is_flag=True, help="print the report rows as JSON")
+@click.option(
+    "--app-executorch",
+    help="the ExecuTorch release the app links (default: the iOS project's, Config/ExecuTorchTests.xcconfig)",
+)
+@click.option("--json", "as_json", is_flag=True, help='print the rows as JSON: {"ptl": [...], "pte": [...]}')
 def check_command(
-    fixtures_dir: Path, runtime: str, runtime_bytecode: int | None, no_backport: bool, as_json: bool
+    fixtures_dir: Path,
+    runtime: str,
+    runtime_bytecode: int | None,
+    no_backport: bool,
+    app_executorch: str | None,
+    as_json: bool,
 ) -> None:
-    """Will the phone load it? Checks every .ptl artifact's bytecode against the app's runtime
-    and backports (and re-verifies) where needed."""
+    """Will the phone load it? Checks every .ptl artifact's bytecode against the app's LibTorch-Lite
+    (backporting, and re-verifying, where needed), and every .pte against the app's ExecuTorch: a
+    program it cannot read fails; one written by a newer ExecuTorch than the app's is a warning."""
     try:
-        rows = check_and_backport(fixtures_dir, runtime_bytecode, runtime=runtime, backport=not no_backport)
-    except DeviceError as exc:
+        ptl = check_and_backport(fixtures_dir, runtime_bytecode, runtime=runtime, backport=not no_backport)
+        pte: list[dict[str, Any]] = []
+        if app_executorch or _has_pte(fixtures_dir):
+            app_executorch = app_executorch or mac.app_runtimes().executorch
+            pte = pte_rows(fixtures_dir, app_executorch)
+    except ParbenchError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(json.dumps({"ptl": ptl, "pte": pte}, indent=1))
     else:
-        for r in rows:
-            bc = r.get("bytecode_version", "?")
-            extra = f" (from bytecode {r['backported_from']})" if r["status"] == "backported" else ""
-            click.echo(
-                f"{r['status']:<10} {r['model']}-{r['variant']} {r['path']}: bytecode {bc}{extra}"
-                + (f" -- {r['reason']}" if r["reason"] else "")
-            )
-        if not rows:
-            click.echo("no .ptl artifacts in this fixture set")
-    failed = [r for r in rows if r["status"] == "failed"]
-    if failed:
-        raise click.ClickException(
-            f"{len(failed)} artifact(s) will not load in {runtime}"
+        _print_ptl_rows(ptl)
+        _print_pte_rows(pte)
+        if not ptl and not pte:
+            click.echo("no .ptl or .pte artifacts in this fixture set")
+    problems = []
+    if failed := [r for r in ptl if r["status"] == "failed"]:
+        problems.append(
+            f"{len(failed)} .ptl artifact(s) will not load in {runtime}"
             + (f" (bytecode <= {runtime_bytecode})" if runtime_bytecode else "")
         )
+    if failed := [r for r in pte if r["status"] == "failed"]:
+        problems.append(f"{len(failed)} .pte artifact(s) will not load in ExecuTorch {app_executorch}")
+    if problems:
+        raise click.ClickException("; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# the Mac side of the iPhone runner
+
+
+def _mac_host() -> str | None:
+    """The name the phone reaches this Mac by on the local network (<LocalHostName>.local)."""
+    if platform.system() != "Darwin":
+        return None
+    proc = subprocess.run(["scutil", "--get", "LocalHostName"], capture_output=True, text=True)
+    return f"{proc.stdout.strip()}.local" if proc.returncode == 0 and proc.stdout.strip() else None
+
+
+@device_group.command("run")
+@click.option(
+    "--udid",
+    required=True,
+    help="the phone's UDID, as `xcrun xctrace list devices` shows it (or devicectl's JSON "
+    "hardwareProperties.udid; not the CoreDevice identifier)",
+)
+@click.option(
+    "--team", envvar="PARBENCH_TEAM", help="Apple development team id used to sign (env PARBENCH_TEAM)"
+)
+@click.option("--tier", type=click.Choice(["smoke", "default", "full"]), default="smoke", show_default=True)
+@click.option(
+    "--forms",
+    default=",".join(mac.DEFAULT_FORMS),
+    show_default=True,
+    help="deployment forms to export and run on the phone (lite and coreml_* run in the LibTorch-Lite "
+    "bundle, executorch_* in the ExecuTorch bundle)",
+)
+@click.option("--bundle-prefix", help="bundle id prefix your team can register (default dev.parbench.<team>)")
+@click.option(
+    "--network",
+    "use_network",
+    is_flag=True,
+    help="reach the collector over the local network instead of USB (asks for Local Network access "
+    "on the phone; the Mac's firewall must let python3 accept connections)",
+)
+@click.option(
+    "--mac-host",
+    help="network mode: the Mac's name or IP as the phone reaches it (default <LocalHostName>.local)",
+)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535), help="collector port")
+@click.option(
+    "--device-port",
+    default=8766,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="USB mode: port the test listens on, on the phone",
+)
+@click.option(
+    "--relay-port",
+    default=8767,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="USB mode: iproxy's port",
+)
+@click.option("--rounds", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--store", "store_path", default="results.sqlite", show_default=True)
+@click.option("--fixtures", "fixtures_dir", help="fixture set folder (default fixtures/device-<tier>)")
+@click.option("--token", help="collector token (default: a new random one)")
+@click.option("--run-id", help="run id prefix; each bundle's run is <prefix>-lite / <prefix>-executorch")
+@click.option("--dry-run", is_flag=True, help="print every command instead of running them (works on any OS)")
+def run_command(
+    udid: str,
+    team: str | None,
+    tier: str,
+    forms: str,
+    bundle_prefix: str | None,
+    use_network: bool,
+    mac_host: str | None,
+    port: int,
+    device_port: int,
+    relay_port: int,
+    rounds: int,
+    store_path: str,
+    fixtures_dir: str | None,
+    token: str | None,
+    run_id: str | None,
+    dry_run: bool,
+) -> None:
+    """Everything from fixtures to the device latency table, for both test bundles: build the
+    fixture set, check it against the app's runtimes, generate the Xcode project and install the
+    pods, build both bundles, start the collector (and the USB relay), run the tests on the phone,
+    import the .xcresult bundles and print the results."""
+    token = token or secrets.token_urlsafe(16)
+    run_id = run_id or "ios-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    opts = mac.RunOptions(
+        udid=udid,
+        token=token,
+        run_id=run_id,
+        team=team,
+        tier=tier,
+        forms=tuple(f for f in forms.split(",") if f),
+        bundle_prefix=bundle_prefix,
+        usb=not use_network,
+        port=port,
+        device_port=device_port,
+        relay_port=relay_port,
+        mac_host=mac_host or (_mac_host() if use_network else None),
+        rounds=rounds,
+        store=store_path,
+        fixtures=fixtures_dir,
+    )
+    try:
+        steps = mac.plan(opts)
+    except ParbenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    mode = "USB" if opts.usb else f"network ({opts.mac_host}:{port})"
+    click.echo(f"parbench device run: {len(steps)} steps, run id {run_id}, token {token}, {mode}")
+    if dry_run:
+        click.echo(mac.render_plan(steps))
+        return
+    if platform.system() != "Darwin":
+        raise click.ClickException(
+            "parbench device run needs macOS with Xcode; --dry-run prints the steps anywhere"
+        )
+    if not team:
+        raise click.ClickException(
+            "--team is needed to sign the app for a device: your team id is in Xcode > "
+            "Settings > Accounts (or developer.apple.com > Membership)"
+        )
+    try:
+        mac.execute(steps, echo=click.echo)
+    except ParbenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@device_group.command("relay")
+@click.option("--udid", required=True, help="the phone's UDID (xcrun xctrace list devices)")
+@click.option(
+    "--device-port",
+    default=8766,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="the port the test listens on, on the phone",
+)
+@click.option(
+    "--local-port", default=8767, show_default=True, type=click.IntRange(1, 65535), help="iproxy's port here"
+)
+@click.option("--collector", default="http://127.0.0.1:8765", show_default=True, help="collector base URL")
+@click.option("--iproxy", default="iproxy", show_default=True, help="the iproxy program (libimobiledevice)")
+def relay_command(udid: str, device_port: int, local_port: int, collector: str, iproxy: str) -> None:
+    """USB mode: carry the phone's requests to the collector. Runs iproxy LOCAL:DEVICE, dials the
+    test's listener on the phone through it, and forwards every request; Ctrl-C stops it."""
+    try:
+        relay = run_relay(
+            udid, device_port, local_port, collector, iproxy=iproxy, log=lambda m: click.echo(m, err=True)
+        )
+    except ParbenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"relay stopped: {relay.exchanges} requests relayed over {relay.connections} connection(s)")
+
+
+@device_group.command("table")
+@click.option(
+    "--store",
+    "store_path",
+    default="results.sqlite",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option("--run-id", "run_ids", multiple=True, required=True, help="a run to show (repeatable)")
+def table_command(store_path: Path, run_ids: tuple[str, ...]) -> None:
+    """The device latency table: one row per result of each run (median, first run, load, cosine)."""
+    try:
+        shown = mac.device_table(store_path, run_ids, sys.stdout)
+    except ParbenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if shown == 0:
+        raise click.ClickException(f"no results of {', '.join(run_ids)} in {store_path}")

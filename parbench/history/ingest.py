@@ -219,10 +219,39 @@ def _json_files(folder: Path) -> list[tuple[str, bytes]]:
     return found
 
 
+def _export_files(folder: Path) -> tuple[list[tuple[str, bytes]], int]:
+    """(name, bytes) of the files of an ``xcresulttool export attachments`` folder, and how many its
+    manifest.json lists. The exported files are named by UUID; the manifest (a list of tests, each
+    with ``attachments``) maps each ``exportedFileName`` to its test and the name the test gave it.
+    The listed files come first, in its order, then every other file: each is tried as JSON
+    whatever its extension."""
+    manifest_path = folder / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DeviceError(f"{manifest_path} is not JSON ({exc})") from exc
+    if not isinstance(manifest, list):
+        raise DeviceError(
+            f"{manifest_path} is not a list of tests; was {folder} written by "
+            "`xcrun xcresulttool export attachments` (Xcode 16 or newer)?"
+        )
+    listed: list[Path] = []
+    for test in manifest:
+        for att in (test.get("attachments") or []) if isinstance(test, dict) else []:
+            name = att.get("exportedFileName") if isinstance(att, dict) else None
+            # a bare file name of this folder, never a path out of it
+            if isinstance(name, str) and name and Path(name).name == name and (folder / name).is_file():
+                listed.append(folder / name)
+    seen = {*listed, manifest_path}
+    rest = [p for p in sorted(folder.rglob("*")) if p.is_file() and p not in seen]
+    return [(str(p), p.read_bytes()) for p in listed + rest], len(listed)
+
+
 def load_result_docs(path: Path | str) -> list[ResultDocument]:
-    """Result documents from a runner JSON file, a folder of exported attachments (JSON files,
-    searched recursively; zips are opened), or an .xcresult bundle (macOS: via xcresulttool).
-    In a folder, JSON files that are not result documents are passed over."""
+    """Result documents from a runner JSON file, a folder of exported attachments, or an .xcresult
+    bundle (macOS: via xcresulttool). A folder with the manifest.json of ``xcresulttool export
+    attachments`` is read through it (see _export_files); in any other folder, JSON files are
+    searched recursively and zips opened. Files that are not result documents are passed over."""
     path = Path(path)
     if not path.exists():
         raise DeviceError(f"{path} does not exist")
@@ -230,7 +259,13 @@ def load_result_docs(path: Path | str) -> list[ResultDocument]:
         with tempfile.TemporaryDirectory(prefix="parbench-xcresult-") as tmp:
             _export_xcresult(path, Path(tmp))
             return load_result_docs(Path(tmp))
-    candidates = [(str(path), path.read_bytes())] if path.is_file() else _json_files(path)
+    listed = None
+    if path.is_file():
+        candidates = [(str(path), path.read_bytes())]
+    elif (path / "manifest.json").is_file():
+        candidates, listed = _export_files(path)
+    else:
+        candidates = _json_files(path)
     docs = []
     for name, data in candidates:
         try:
@@ -242,8 +277,13 @@ def load_result_docs(path: Path | str) -> list[ResultDocument]:
         if _looks_like_result_doc(doc):
             docs.append(_result_document(doc, name))
     if not docs:
+        looked = (
+            f"{len(candidates)} JSON files"
+            if listed is None
+            else f"{len(candidates)} attachments, {listed} listed by its manifest.json"
+        )
         raise DeviceError(
-            f"no parbench result documents in {path} (looked at {len(candidates)} JSON files; "
+            f"no parbench result documents in {path} (looked at {looked}; "
             "a result document has run_id, run and results)"
         )
     return docs

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "parbench/errors.h"
@@ -27,6 +29,19 @@ std::string reason_of(const HttpResponse& r) {
   return text.empty() ? "(empty body)" : text;
 }
 }  // namespace
+
+HttpResponse Transport::download(const std::string& url, const Headers& headers, const std::string& dest_path) {
+  HttpResponse r = send("GET", url, headers, "");
+  if (r.status < 200 || r.status >= 300) return r;
+  namespace fs = std::filesystem;
+  const fs::path dest(dest_path);
+  if (dest.has_parent_path()) fs::create_directories(dest.parent_path());
+  std::ofstream out(dest, std::ios::binary | std::ios::trunc);
+  out.write(r.body.data(), static_cast<std::streamsize>(r.body.size()));
+  if (!out) throw FixtureError("cannot write " + dest_path + " (is the folder writable, the disk full?)");
+  r.body.clear();
+  return r;
+}
 
 bool is_retryable(const HttpResponse& r) {
   return r.status == 0 || r.status == 408 || r.status == 425 || r.status == 429 || r.status >= 500;
@@ -61,17 +76,20 @@ CollectorClient::CollectorClient(Transport& transport, std::string base_url, std
   policy_.attempts = std::max(1, policy_.attempts);
 }
 
-HttpResponse CollectorClient::call(const std::string& method, const std::string& path, const std::string& body,
-                                   bool auth, const std::string& what) {
+Headers CollectorClient::request_headers(bool auth, bool has_body) const {
   Headers headers;
   if (auth) headers.emplace_back("Authorization", "Bearer " + token_);
-  if (!body.empty()) headers.emplace_back("Content-Type", "application/json");
+  if (has_body) headers.emplace_back("Content-Type", "application/json");
   headers.emplace_back("Accept", "application/json, application/octet-stream");
-  const std::string url = base_ + kApi + path;
+  return headers;
+}
+
+HttpResponse CollectorClient::with_retries(const std::function<HttpResponse()>& once, const std::string& method,
+                                           const std::string& url, const std::string& what) {
   HttpResponse r;
   int delay = policy_.base_delay_ms;
   for (int attempt = 1; attempt <= policy_.attempts; ++attempt) {
-    r = transport_.send(method, url, headers, body);
+    r = once();
     if (r.status >= 200 && r.status < 300) return r;
     if (!is_retryable(r) || attempt == policy_.attempts) break;
     ++retries_;
@@ -85,6 +103,13 @@ HttpResponse CollectorClient::call(const std::string& method, const std::string&
                            (r.status ? "HTTP " + std::to_string(r.status) : std::string("no response")) +
                            "): " + reason_of(r) + hint,
                        r.status);
+}
+
+HttpResponse CollectorClient::call(const std::string& method, const std::string& path, const std::string& body,
+                                   bool auth, const std::string& what) {
+  const Headers headers = request_headers(auth, !body.empty());
+  const std::string url = base_ + kApi + path;
+  return with_retries([&] { return transport_.send(method, url, headers, body); }, method, url, what);
 }
 
 json CollectorClient::call_json(const std::string& method, const std::string& path, const json* body,
@@ -110,6 +135,13 @@ std::string CollectorClient::manifest() { return call("GET", "/fixtures/manifest
 
 HttpResponse CollectorClient::file(const std::string& rel_path) {
   return call("GET", "/fixtures/files/" + encode_path(rel_path), "", true, "download of " + rel_path);
+}
+
+HttpResponse CollectorClient::download(const std::string& rel_path, const std::string& dest_path) {
+  const Headers headers = request_headers(true, false);
+  const std::string url = base_ + kApi + "/fixtures/files/" + encode_path(rel_path);
+  return with_retries([&] { return transport_.download(url, headers, dest_path); }, "GET", url,
+                      "download of " + rel_path);
 }
 
 json CollectorClient::put_run(const std::string& run_id, const json& run) {

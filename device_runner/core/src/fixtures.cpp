@@ -81,27 +81,36 @@ LocalFile CollectorFixtures::fetch(const std::string& rel_path, const std::strin
     verified_[rel_path] = f;
     return f;
   }
-  const HttpResponse r = client_.file(rel_path);
+  // Straight to disk: a large artifact is never held in memory.
+  const fs::path part = target.string() + ".part";
+  const HttpResponse r = client_.download(rel_path, part.string());
   ++downloads_;
-  bytes_ += static_cast<long long>(r.body.size());
-  const std::string actual = sha256_hex(r.body);
+  bytes_ += static_cast<long long>(fs::file_size(part));
+  const std::string actual = sha256_file(part.string());
   auto archive = r.headers.find("x-parbench-archive");
   if (archive != r.headers.end() && archive->second == "zip") {
     // A folder artifact sent as a zip: the zip is checked against the sha256 the collector
     // computed for it; the unzipped folder can then be checked against the manifest.
     auto sent = r.headers.find("x-parbench-sha256");
     if (sent == r.headers.end()) {
+      fs::remove(part);
       throw FixtureError("the collector sent " + rel_path + " as a zip without X-Parbench-Sha256; cannot verify it");
     }
-    if (sent->second != actual) throw HashMismatch(rel_path + " (zip)", sent->second, actual);
+    if (sent->second != actual) {
+      fs::remove(part);
+      throw HashMismatch(rel_path + " (zip)", sent->second, actual);
+    }
     const fs::path zip = target.string() + ".zip";
-    write_atomic(zip, r.body);
+    fs::rename(part, zip);
     LocalFile f{zip.string(), true, sha256};
     verified_[rel_path] = f;
     return f;
   }
-  if (actual != sha256) throw HashMismatch(rel_path, sha256, actual);
-  write_atomic(target, r.body);
+  if (actual != sha256) {
+    fs::remove(part);
+    throw HashMismatch(rel_path, sha256, actual);
+  }
+  fs::rename(part, target);
   LocalFile f{target.string(), false, ""};
   verified_[rel_path] = f;
   return f;

@@ -19,6 +19,7 @@
 #include "parbench/libtorch_runner.h"
 #include "parbench/manifest.h"
 #include "parbench/metrics.h"
+#include "parbench/relay_transport.h"
 #include "parbench/replay.h"
 #include "parbench/sha256.h"
 
@@ -50,6 +51,8 @@ run options:
   --collector URL        collector base URL (e.g. http://127.0.0.1:8765); fixtures come from it
   --token T              bearer token (or env PARBENCH_TOKEN)
   --fixtures-dir DIR     read the fixture set from DIR instead (offline unless --collector is given)
+  --usb-port PORT        USB mode: listen on 127.0.0.1:PORT and reach the collector through the
+                         relay that dials in (parbench device relay); needs --token, not --collector
   --cache-dir DIR        where downloaded fixtures are kept (default ~/.cache/parbench/device-fixtures)
   --models a,b           only these models          --variants lite,torchscript   only these forms
   --sizes 256,320        only these sizes           --rounds N (10)  --warmup N (3)  --threads N (1)
@@ -58,6 +61,7 @@ run options:
   --source device|host   run source recorded by the collector (default device)
   --out FILE             write the run and all results as JSON
   --dump-outputs DIR     write every candidate output as a raw tensor under DIR
+  --relay-wait S (60)    USB mode: how long to wait for the relay to dial in
   --batch N (16)  --retries N (6)  --timeout S (300)  --quiet
 exit status: 0 all cases ran, 1 some cases failed (see their "error"), 2 bad usage or fixture set,
 3 the collector refused or could not be reached.
@@ -232,11 +236,15 @@ int cmd_post(const Args& a) {
 int cmd_run(const Args& a) {
   check_known(a, {"collector", "token", "fixtures-dir", "cache-dir", "models", "variants", "sizes", "compute-units",
                   "rounds", "warmup", "threads", "run-id", "run-index", "commit", "source", "out", "dump-outputs",
-                  "batch", "retries", "timeout"});
-  const std::string collector_url = opt(a, "collector");
+                  "batch", "retries", "timeout", "usb-port", "relay-wait"});
+  std::string collector_url = opt(a, "collector");
   const std::string fixtures_dir = opt(a, "fixtures-dir");
-  if (collector_url.empty() && fixtures_dir.empty()) {
-    throw std::invalid_argument("give --collector URL (with --token) or --fixtures-dir DIR (offline)");
+  const std::string usb_port = opt(a, "usb-port");
+  if (!usb_port.empty() && !collector_url.empty()) {
+    throw std::invalid_argument("--usb-port and --collector exclude each other: in USB mode the relay knows the collector");
+  }
+  if (collector_url.empty() && fixtures_dir.empty() && usb_port.empty()) {
+    throw std::invalid_argument("give --collector URL (with --token), --usb-port PORT (with --token) or --fixtures-dir DIR (offline)");
   }
   ReplayOptions ro;
   ro.models = split(opt(a, "models"));
@@ -251,15 +259,29 @@ int cmd_run(const Args& a) {
   const std::string source_kind = opt(a, "source", "device");
   if (source_kind != "device" && source_kind != "host") throw std::invalid_argument("--source is device or host");
 
-  std::unique_ptr<CurlTransport> transport;
+  std::unique_ptr<Transport> transport;
   std::unique_ptr<CollectorClient> client;
   json health = nullptr;
+  if (!usb_port.empty()) {
+    auto relay = std::make_unique<RelayListenerTransport>(to_int("usb-port", usb_port, 0),
+                                                          to_int("relay-wait", opt(a, "relay-wait", "60"), 1),
+                                                          to_int("timeout", opt(a, "timeout", "300"), 1));
+    collector_url = "http://127.0.0.1:" + std::to_string(relay->port());
+    std::cerr << "USB mode: listening on 127.0.0.1:" << relay->port() << " for the relay\n";
+    transport = std::move(relay);
+  }
   if (!collector_url.empty()) {
     const std::string token = opt(a, "token", env_or("PARBENCH_TOKEN", ""));
-    if (token.empty()) throw std::invalid_argument("--collector needs --token (or PARBENCH_TOKEN)");
-    transport = std::make_unique<CurlTransport>(to_int("timeout", opt(a, "timeout", "300"), 1));
+    if (token.empty()) throw std::invalid_argument("--collector and --usb-port need --token (or PARBENCH_TOKEN)");
+    if (!transport) transport = std::make_unique<CurlTransport>(to_int("timeout", opt(a, "timeout", "300"), 1));
     RetryPolicy policy;
     policy.attempts = to_int("retries", opt(a, "retries", "6"), 1);
+    if (!usb_port.empty()) {
+      // One try: the listener already waits --relay-wait s for the relay to dial in.
+      RetryPolicy once;
+      once.attempts = 1;
+      CollectorClient(*transport, collector_url, token, once).health();
+    }
     client = std::make_unique<CollectorClient>(*transport, collector_url, token, policy);
     health = client->health();
   }

@@ -61,6 +61,7 @@ std::unique_ptr<ModelRunner> make_runner(const PlannedCase& pc, const RunnerRegi
   ropts.compute_units = pc.compute_units;
   ropts.input_names = pc.model->input_names;
   ropts.output_names = pc.model->outputs;
+  ropts.artifact_meta = pc.artifact->meta;
   return kind->make(ropts);
 }
 
@@ -78,6 +79,7 @@ std::unique_ptr<ModelRunner> load_case_runner(const PlannedCase& pc, const Manif
                                               const RunnerRegistry& registry, const ReplayOptions& options) {
   std::unique_ptr<ModelRunner> runner = make_runner(pc, registry, options);
   const LocalFile artifact = source.fetch(pc.artifact->path, pc.artifact->sha256);
+  runner->prepare(artifact);
   runner->compile(artifact);
   runner->load(artifact);
   runner->set_inputs(read_case_tensors(pc.kase->inputs, manifest, source));
@@ -190,17 +192,27 @@ json run_case(const PlannedCase& pc, const Manifest& manifest, FixtureSource& so
     const NamedTensors inputs = read_case_tensors(pc.kase->inputs, manifest, source);
     const NamedTensors golden = read_case_tensors(pc.kase->golden, manifest, source);
 
-    stage = "compile";
+    stage = "prepare";
     std::unique_ptr<ModelRunner> runner = make_runner(pc, registry, options);
     res["executor"] = runner->executor();
+    if (!hooks.memory_measure.empty()) extra["memory_measure"] = hooks.memory_measure;
     if (hooks.reset_peak_memory) hooks.reset_peak_memory();
+    const auto sample = [&hooks] {
+      if (hooks.sample_memory) hooks.sample_memory();
+    };
+    runner->prepare(artifact_file);
+    sample();
+
+    stage = "compile";
     auto t0 = Clock::now();
     if (runner->compile(artifact_file)) res["compile_ms"] = ms_since(t0);
+    sample();
 
     stage = "load";
     t0 = Clock::now();
     runner->load(artifact_file);
     res["load_ms"] = ms_since(t0);
+    sample();
 
     stage = "first run";
     runner->set_inputs(inputs);
@@ -208,6 +220,7 @@ json run_case(const PlannedCase& pc, const Manifest& manifest, FixtureSource& so
     runner->run();
     res["first_run_ms"] = ms_since(t0);
     const NamedTensors outputs = runner->outputs();  // metrics come from the first run
+    sample();
 
     stage = "timed runs";
     for (int i = 0; i < options.warmup; ++i) runner->run();
@@ -220,6 +233,9 @@ json run_case(const PlannedCase& pc, const Manifest& manifest, FixtureSource& so
       samples.push_back(std::max<int64_t>(ns, 1));
     }
     res["samples_ns"] = samples;
+    sample();
+    const json details = runner->details();
+    if (!details.empty()) extra["runner"] = details;
     if (hooks.peak_memory_mb) {
       if (auto mb = hooks.peak_memory_mb()) res["peak_memory_mb"] = *mb;
     }
@@ -230,7 +246,10 @@ json run_case(const PlannedCase& pc, const Manifest& manifest, FixtureSource& so
     json metrics = json::object();
     std::vector<std::string> problems;
     for (const auto& [name, ref] : golden) {
-      auto it = std::find_if(outputs.begin(), outputs.end(), [&](const auto& o) { return o.first == name; });
+      // A structured binding cannot be captured by a generic lambda in C++17 (clang refuses it).
+      const std::string& wanted_name = name;
+      auto it = std::find_if(outputs.begin(), outputs.end(),
+                             [&wanted_name](const auto& o) { return o.first == wanted_name; });
       if (it == outputs.end()) {
         problems.push_back("the model returned outputs [" + join(got_names) + "] but the fixture expects '" + name + "'");
         continue;
@@ -287,15 +306,38 @@ PlatformHooks default_platform_hooks() {
     }
     return std::nullopt;
   };
+  hooks.memory_measure = "VmHWM: peak resident set of the process during the case (reset before it)";
 #elif defined(__APPLE__)
-  hooks.peak_memory_mb = []() -> std::optional<double> {
-    mach_task_basic_info_data_t info;
-    mach_msg_type_number_t count = MACH_TASK_BASIC_INFO_COUNT;
-    if (task_info(mach_task_self(), MACH_TASK_BASIC_INFO, reinterpret_cast<task_info_t>(&info), &count) != KERN_SUCCESS) {
+  // iOS cannot reset a peak: the case's figure is the largest phys_footprint (the figure jetsam
+  // and Xcode's memory gauge use) seen at the end of each stage, minus the footprint before it.
+  struct Footprint {
+    std::optional<uint64_t> baseline;
+    uint64_t peak = 0;
+  };
+  auto state = std::make_shared<Footprint>();
+  const auto footprint = []() -> std::optional<uint64_t> {
+    task_vm_info_data_t info;
+    mach_msg_type_number_t count = TASK_VM_INFO_COUNT;
+    if (task_info(mach_task_self(), TASK_VM_INFO, reinterpret_cast<task_info_t>(&info), &count) != KERN_SUCCESS) {
       return std::nullopt;
     }
-    return static_cast<double>(info.resident_size_max) / (1024.0 * 1024.0);
+    return static_cast<uint64_t>(info.phys_footprint);
   };
+  hooks.reset_peak_memory = [state, footprint] {
+    state->baseline = footprint();
+    state->peak = state->baseline.value_or(0);
+  };
+  hooks.sample_memory = [state, footprint] {
+    if (auto now = footprint()) state->peak = std::max(state->peak, *now);
+  };
+  hooks.peak_memory_mb = [state, footprint]() -> std::optional<double> {
+    if (!state->baseline) return std::nullopt;
+    if (auto now = footprint()) state->peak = std::max(state->peak, *now);
+    return static_cast<double>(state->peak - *state->baseline) / (1024.0 * 1024.0);
+  };
+  hooks.memory_measure =
+      "phys_footprint delta: largest footprint at the end of prepare, compile, load, first run and the "
+      "timed runs, minus the footprint before the case";
 #endif
   return hooks;
 }

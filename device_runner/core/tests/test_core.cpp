@@ -12,7 +12,12 @@
 #include <string>
 #include <vector>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +26,7 @@
 #include "parbench/fixtures.h"
 #include "parbench/manifest.h"
 #include "parbench/metrics.h"
+#include "parbench/relay_transport.h"
 #include "parbench/replay.h"
 #include "parbench/sha256.h"
 #include "parbench/tensor.h"
@@ -178,6 +184,25 @@ class CompilingRunner : public IdentityRunner {
     return true;
   }
   RunnerOptions opts;
+};
+
+// Prepares, compiles once per artifact path across instances, and reports details, as the Core ML runner does.
+class CachingRunner : public IdentityRunner {
+ public:
+  explicit CachingRunner(std::vector<std::string>& log) : log_(log) {}
+  std::string executor() const override { return "caching"; }
+  void prepare(const LocalFile& f) override { log_.push_back("prepare " + f.path); }
+  bool compile(const LocalFile& f) override {
+    for (const auto& line : log_) {
+      if (line == "compile " + f.path) return false;
+    }
+    log_.push_back("compile " + f.path);
+    return true;
+  }
+  json details() const override { return {{"threads_used", 3}}; }
+
+ private:
+  std::vector<std::string>& log_;
 };
 
 RunnerRegistry fake_registry() {
@@ -553,6 +578,37 @@ TEST(replay_compile_step_and_measure_runner) {
   CHECK(runner->outputs().at(0).second.numel() == 16);
 }
 
+TEST(replay_prepare_details_and_memory_hooks) {
+  MiniSet s = make_set("hooks");
+  const Manifest m = Manifest::parse(s.manifest.dump());
+  std::vector<std::string> log;
+  RunnerRegistry reg;
+  reg.add("fake", {[&log](const RunnerOptions&) { return std::make_unique<CachingRunner>(log); }, {}});
+  LocalFixtures src(s.dir.string());
+  ReplayOptions o;
+  o.rounds = 3;
+  int resets = 0, samples = 0;
+  PlatformHooks hooks;
+  hooks.reset_peak_memory = [&] { ++resets; };
+  hooks.sample_memory = [&] { ++samples; };
+  hooks.peak_memory_mb = []() -> std::optional<double> { return 1.5; };
+  hooks.memory_measure = "test measure";
+  const auto plan = plan_cases(m, reg, o);
+  CHECK(plan.size() == 2);  // one artifact serves both sizes
+  const json first = run_case(plan[0], m, src, reg, o, hooks);
+  const json second = run_case(plan[1], m, src, reg, o, hooks);
+  CHECK(first["error"].is_null() && second["error"].is_null());
+  CHECK(first["compile_ms"].is_number());
+  CHECK(second["compile_ms"].is_null());  // the artifact was compiled by the first case
+  CHECK(log.size() == 3 && log[0].rfind("prepare ", 0) == 0 && log[1].rfind("compile ", 0) == 0 &&
+        log[2].rfind("prepare ", 0) == 0);
+  CHECK(resets == 2);
+  CHECK(samples == 10);  // prepare, compile, load, first run, timed runs; twice
+  CHECK(first["peak_memory_mb"].get<double>() == 1.5);
+  CHECK(first["extra"]["memory_measure"] == "test measure");
+  CHECK(first["extra"]["runner"]["threads_used"] == 3);
+}
+
 TEST(replay_reports_refused_file) {
   MiniSet s = make_set("replay-refuse");
   write_file(s.dir / "tensors/ident/32-0.golden.output.bin", floats_bytes(std::vector<float>(32, 0.0f)));
@@ -584,6 +640,143 @@ TEST(replay_sink_batches) {
   CHECK(json::parse(t.calls[4].body)["expected_results"] == 5);
   CHECK(new_run_id("dev").rfind("dev-", 0) == 0);
   CHECK(new_run_id() != new_run_id());
+}
+
+// ---------------------------------------------------------------------------------------------
+// USB relay protocol: a fake host relay dials into the listener, as parbench device relay does.
+
+namespace {
+
+int dial(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) throw Failure("connect failed");
+  return fd;
+}
+
+std::string recv_exact(int fd, std::size_t n) {
+  std::string out(n, '\0');
+  std::size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::recv(fd, out.data() + got, n - got, 0);
+    if (r <= 0) throw Failure("the listener closed the connection");
+    got += static_cast<std::size_t>(r);
+  }
+  return out;
+}
+
+uint64_t be(const std::string& b) {
+  uint64_t v = 0;
+  for (unsigned char c : b) v = (v << 8) | c;
+  return v;
+}
+
+std::string be_bytes(uint64_t v, int n) {
+  std::string out;
+  for (int i = n - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+  return out;
+}
+
+struct RelayedRequest {
+  json head;
+  std::string body;
+};
+
+RelayedRequest read_request(int fd) {
+  RelayedRequest r;
+  r.head = json::parse(recv_exact(fd, be(recv_exact(fd, 4))));
+  r.body = recv_exact(fd, be(recv_exact(fd, 8)));
+  return r;
+}
+
+void write_response(int fd, const json& head, const std::string& body) {
+  const std::string h = head.dump();
+  const std::string frame = be_bytes(h.size(), 4) + h + be_bytes(body.size(), 8) + body;
+  CHECK(::send(fd, frame.data(), frame.size(), 0) == static_cast<ssize_t>(frame.size()));
+}
+
+}  // namespace
+
+TEST(relay_exchanges_frames) {
+  RelayListenerTransport t(0, 5, 5);
+  CHECK(t.port() > 0);
+  RelayedRequest seen;
+  std::string greeting;
+  std::thread host([&] {
+    const int fd = dial(t.port());
+    greeting = recv_exact(fd, 8);
+    seen = read_request(fd);
+    write_response(fd, {{"status", 201}, {"headers", {{"X-Parbench-Archive", "zip"}}}}, "created");
+    const RelayedRequest get = read_request(fd);
+    write_response(fd, {{"status", 200}, {"headers", json::object()}}, std::string(200000, 'x'));
+    (void)get;
+    ::close(fd);
+  });
+  const HttpResponse r = t.send("PUT", "http://127.0.0.1:1/api/v1/runs/r1?x=1", {{"Authorization", "Bearer t"}},
+                                "{\"a\": 1}");
+  const fs::path dir = temp_dir("relay");
+  const HttpResponse d = t.download("http://whatever/api/v1/fixtures/files/a.bin", {}, (dir / "sub/a.bin").string());
+  host.join();
+  CHECK(greeting == kRelayGreeting);
+  CHECK(seen.head["method"] == "PUT");
+  CHECK(seen.head["path"] == "/api/v1/runs/r1?x=1");
+  CHECK(seen.head["headers"][0][0] == "Authorization" && seen.head["headers"][0][1] == "Bearer t");
+  CHECK(seen.body == "{\"a\": 1}");
+  CHECK(r.status == 201 && r.body == "created");
+  CHECK(r.headers.at("x-parbench-archive") == "zip");  // names lower-cased, as the Transport contract says
+  CHECK(d.status == 200 && d.body.empty());
+  CHECK(fs::file_size(dir / "sub/a.bin") == 200000);
+}
+
+TEST(relay_reconnects_and_reports_failures) {
+  RelayListenerTransport t(0, 5, 5);
+  std::thread host([&] {
+    int fd = dial(t.port());
+    recv_exact(fd, 8);
+    read_request(fd);
+    ::close(fd);  // dropped mid-exchange
+    fd = dial(t.port());
+    recv_exact(fd, 8);
+    read_request(fd);
+    write_response(fd, {{"status", 0}, {"error", "collector at http://x:1 refused the connection"}}, "");
+    read_request(fd);
+    write_response(fd, {{"status", 200}}, "{}");
+    ::close(fd);
+  });
+  const HttpResponse dropped = t.send("GET", "http://h/api/v1/health", {}, "");
+  const HttpResponse refused = t.send("GET", "http://h/api/v1/health", {}, "");
+  const HttpResponse ok = t.send("GET", "http://h/api/v1/health", {}, "");
+  host.join();
+  CHECK(dropped.status == 0 && dropped.error.find("closed the connection") != std::string::npos);
+  CHECK(refused.status == 0 && refused.error.find("refused the connection") != std::string::npos);
+  CHECK(ok.status == 200 && ok.body == "{}");
+}
+
+TEST(relay_says_what_to_run_when_nobody_dials_in) {
+  RelayListenerTransport t(0, 1, 1);
+  const HttpResponse r = t.send("GET", "http://h/api/v1/health", {}, "");
+  CHECK(r.status == 0);
+  CHECK(r.error.find("no relay connected to 127.0.0.1:" + std::to_string(t.port())) != std::string::npos);
+  CHECK(r.error.find("parbench device relay") != std::string::npos);
+  CHECK(url_path("http://a:1/api/v1/x?y=2") == "/api/v1/x?y=2");
+  CHECK(url_path("http://a:1") == "/");
+}
+
+TEST(collector_download_goes_to_disk) {
+  FakeTransport t;
+  t.script = {HttpResponse{503, "busy", {}, ""}, HttpResponse{200, "bytes", {{"x-parbench-sha256", "s"}}, ""}};
+  CollectorClient c(t, "http://h:1", "tok", RetryPolicy{2, 1, 1}, [](int) {});
+  const fs::path dir = temp_dir("download-disk");
+  const HttpResponse r = c.download("a b.bin", (dir / "x/a.bin").string());
+  CHECK(t.calls.size() == 2 && t.calls[1].url == "http://h:1/api/v1/fixtures/files/a%20b.bin");
+  CHECK(t.calls[1].method == "GET" && has_header(t.calls[1], "Authorization", "Bearer tok"));
+  CHECK(r.body.empty() && r.headers.at("x-parbench-sha256") == "s");
+  std::ifstream in(dir / "x/a.bin");
+  std::string got((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(got == "bytes");
 }
 
 int main(int argc, char** argv) {

@@ -7,7 +7,11 @@
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 
+#include "PBExecuTorchThreadpool.h"
 #include "parbench/errors.h"
+
+#define PARBENCH_STR2(x) #x
+#define PARBENCH_STR(x) PARBENCH_STR2(x)
 
 namespace parbench {
 
@@ -32,10 +36,36 @@ ScalarType scalar_type(DType d) {
 
 std::string code(et::runtime::Error e) { return "ExecuTorch error " + std::to_string(static_cast<int>(e)); }
 
+// XNNPACK and the optimized kernels run on ExecuTorch's one process-wide threadpool. Its size
+// is set before a program is loaded (no program is alive then: each case's runner is gone before
+// the next is made), and only when it differs, since resetting drops the pool's threads.
+std::size_t use_threads(int wanted) {
+  namespace tp = ::executorch::extension::threadpool;
+  tp::ThreadPool* pool = tp::get_threadpool();
+  if (pool == nullptr) return 0;
+  if (wanted > 0 && pool->get_thread_count() != static_cast<std::size_t>(wanted)) {
+#if defined(PARBENCH_ET_THREADPOOL_HEADER)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wdeprecated-declarations"
+#endif
+    if (!pool->_unsafe_reset_threadpool(static_cast<uint32_t>(wanted))) {
+      throw RunnerError("ExecuTorch could not resize its threadpool to " + std::to_string(wanted) + " threads");
+    }
+#if defined(PARBENCH_ET_THREADPOOL_HEADER)
+#pragma clang diagnostic pop
+#endif
+  }
+  return pool->get_thread_count();
+}
+
 class ExecuTorchRunner : public ModelRunner {
  public:
-  explicit ExecuTorchRunner(const RunnerOptions& opts) : opts_(opts) {}
+  explicit ExecuTorchRunner(const RunnerOptions& opts) : opts_(opts), threads_(use_threads(opts.threads)) {}
   std::string executor() const override { return "executorch"; }
+
+  nlohmann::json details() const override {
+    return {{"threadpool_threads", threads_}, {"executorch", executorch_version()}};
+  }
 
   void load(const LocalFile& f) override {
     module_ = std::make_unique<Module>(f.path, Module::LoadMode::Mmap);
@@ -93,6 +123,7 @@ class ExecuTorchRunner : public ModelRunner {
 
  private:
   RunnerOptions opts_;
+  std::size_t threads_;
   std::unique_ptr<Module> module_;
   std::vector<et::extension::TensorPtr> tensors_;
   std::vector<EValue> values_;
@@ -105,12 +136,21 @@ void register_executorch_runner(RunnerRegistry& registry) {
   registry.add("pte", {[](const RunnerOptions& o) { return std::make_unique<ExecuTorchRunner>(o); }, {}});
 }
 
+std::string executorch_version() {
+#if defined(PARBENCH_EXECUTORCH_VERSION)
+  return PARBENCH_STR(PARBENCH_EXECUTORCH_VERSION);
+#else
+  return "unknown";
+#endif
+}
+
 }  // namespace parbench
 
 #else
 
 namespace parbench {
 void register_executorch_runner(RunnerRegistry&) {}  // built without ExecuTorch: .pte cases report no runner
+std::string executorch_version() { return ""; }
 }  // namespace parbench
 
 #endif

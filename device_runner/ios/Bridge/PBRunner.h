@@ -19,9 +19,11 @@ extern NSErrorDomain const PBRunnerErrorDomain;
 @interface PBRunner : NSObject
 
 // Reads the environment of the test process (xcodebuild passes TEST_RUNNER_X as X):
-//   PARBENCH_COLLECTOR + PARBENCH_TOKEN (fixtures from and results to the collector), and/or
-//   PARBENCH_FIXTURES_DIR (a fixture set copied into the app's Documents: no network needed;
-//   results then only go to the test attachments unless a collector is given too),
+//   PARBENCH_COLLECTOR + PARBENCH_TOKEN (fixtures from and results to the collector over the
+//   network), or PARBENCH_USB_PORT + PARBENCH_TOKEN (USB mode: listen on 127.0.0.1:PORT and reach
+//   the collector through `parbench device relay` on the Mac, no network or Local Network
+//   prompt), and/or PARBENCH_FIXTURES_DIR (a fixture set copied into the app's Documents: no
+//   network needed; results then only go to the test attachments unless a collector is given),
 //   PARBENCH_ROUNDS (10),
 //   PARBENCH_WARMUP (3), PARBENCH_THREADS (1), PARBENCH_MEASURE_ITERATIONS (5),
 //   PARBENCH_MODELS, PARBENCH_VARIANTS, PARBENCH_SIZES, PARBENCH_COMPUTE_UNITS (comma lists),
@@ -47,7 +49,8 @@ extern NSErrorDomain const PBRunnerErrorDomain;
 // Posts the results of the last test (retrying with the same run id).
 - (BOOL)postResults:(NSError **)error;
 
-// Marks the run complete with the number of results posted.
+// Marks the run complete with the number of results posted, and removes the runners' temporary
+// files (unzipped and compiled Core ML packages).
 - (BOOL)finishRun:(NSError **)error;
 
 @end

@@ -14,13 +14,27 @@
 #include "parbench/collector.h"
 #include "parbench/errors.h"
 #include "parbench/fixtures.h"
-#include "parbench/libtorch_runner.h"
 #include "parbench/manifest.h"
+#include "parbench/relay_transport.h"
 #include "parbench/replay.h"
 #include "parbench/sha256.h"
+#if defined(PARBENCH_WITH_LIBTORCH_LITE)
+#include "parbench/libtorch_runner.h"
+#endif
 
 #ifndef PARBENCH_VERSION
 #define PARBENCH_VERSION "0.1.0"
+#endif
+
+// Which test bundle this is: each links one model runtime besides Core ML.
+#if defined(PARBENCH_WITH_LIBTORCH_LITE) && defined(PARBENCH_WITH_EXECUTORCH)
+#error "one runtime per test bundle: LibTorch-Lite and ExecuTorch carry clashing XNNPACK, pthreadpool and cpuinfo"
+#elif defined(PARBENCH_WITH_LIBTORCH_LITE)
+static const char *const kBundle = "lite";
+#elif defined(PARBENCH_WITH_EXECUTORCH)
+static const char *const kBundle = "executorch";
+#else
+static const char *const kBundle = "coreml";
 #endif
 
 using nlohmann::json;
@@ -66,6 +80,29 @@ std::string hardware_model() {
   return u.machine;  // e.g. iPhone15,2
 }
 
+// The collector did not answer the health check over the network: say what usually causes it.
+std::string unreachable(const std::string &url, const std::string &why) {
+  return "the collector at " + url + " did not answer (" + why +
+         "). Likely causes: (1) the Local Network prompt on the phone was not accepted: tap Allow, or turn "
+         "parbench on in Settings > Privacy & Security > Local Network, then rerun; (2) the Mac's firewall "
+         "drops the connection: allow incoming connections for python3 in System Settings > Network > "
+         "Firewall; (3) the address is wrong or the phone is on another network: use the Mac's "
+         "<name>.local (scutil --get LocalHostName) or its IP, and `parbench serve --host 0.0.0.0`. USB mode "
+         "avoids all three: parbench device run --usb (or TEST_RUNNER_PARBENCH_USB_PORT with parbench device relay)";
+}
+
+int env_int(NSDictionary<NSString *, NSString *> *vars, NSString *key, int fallback, int minimum) {
+  const std::string text = env(vars, key, std::to_string(fallback));
+  try {
+    std::size_t used = 0;
+    const int v = std::stoi(text, &used);
+    if (used == text.size() && v >= minimum) return v;
+  } catch (const std::exception &) {
+  }
+  throw std::invalid_argument(std::string(key.UTF8String) + " must be an integer >= " + std::to_string(minimum) +
+                              ", got '" + text + "'");
+}
+
 }  // namespace
 
 @interface PBTestSpec ()
@@ -82,7 +119,7 @@ std::string hardware_model() {
 @end
 
 @implementation PBRunner {
-  std::unique_ptr<parbench::URLSessionTransport> _transport;
+  std::unique_ptr<parbench::Transport> _transport;
   std::unique_ptr<parbench::CollectorClient> _client;
   std::unique_ptr<parbench::FixtureSource> _fixtures;
   std::unique_ptr<parbench::ResultSink> _sink;
@@ -109,32 +146,70 @@ std::string hardware_model() {
 }
 
 - (void)setUpFromEnvironment:(NSDictionary<NSString *, NSString *> *)vars {
-  const std::string url = env(vars, @"PARBENCH_COLLECTOR");
+  std::string url = env(vars, @"PARBENCH_COLLECTOR");
   const std::string token = env(vars, @"PARBENCH_TOKEN");
+  const std::string usb_port = env(vars, @"PARBENCH_USB_PORT");
   std::string fixtures_dir = env(vars, @"PARBENCH_FIXTURES_DIR");
-  if ((url.empty() || token.empty()) && fixtures_dir.empty()) {
+  if (!usb_port.empty() && !url.empty()) {
+    throw std::runtime_error("PARBENCH_USB_PORT and PARBENCH_COLLECTOR are both set: USB mode reaches the collector "
+                             "through the relay on the Mac; set one of them");
+  }
+  if ((url.empty() && usb_port.empty()) && fixtures_dir.empty()) {
     throw std::runtime_error(
-        "neither PARBENCH_COLLECTOR + PARBENCH_TOKEN nor PARBENCH_FIXTURES_DIR is set: run the tests with "
-        "TEST_RUNNER_PARBENCH_COLLECTOR=http://<mac>:8765 TEST_RUNNER_PARBENCH_TOKEN=... xcodebuild test ..., "
-        "or copy a fixture set into the app's Documents and pass TEST_RUNNER_PARBENCH_FIXTURES_DIR=<folder>");
+        "none of PARBENCH_COLLECTOR, PARBENCH_USB_PORT or PARBENCH_FIXTURES_DIR is set: run the tests with "
+        "`parbench device run`, or with TEST_RUNNER_PARBENCH_COLLECTOR=http://<mac>:8765 (or "
+        "TEST_RUNNER_PARBENCH_USB_PORT=PORT and `parbench device relay` on the Mac) and "
+        "TEST_RUNNER_PARBENCH_TOKEN=..., or copy a fixture set into the app's Documents and pass "
+        "TEST_RUNNER_PARBENCH_FIXTURES_DIR=<folder>");
+  }
+  if ((!url.empty() || !usb_port.empty()) && token.empty()) {
+    throw std::runtime_error("PARBENCH_TOKEN is not set: pass TEST_RUNNER_PARBENCH_TOKEN=<the token parbench serve printed>");
   }
   if (!fixtures_dir.empty() && fixtures_dir[0] != '/') {  // relative to the host app's Documents
     NSString *docs = NSSearchPathForDirectoriesInDomains(NSDocumentDirectory, NSUserDomainMask, YES).firstObject;
     fixtures_dir = std::string(docs.UTF8String) + "/" + fixtures_dir;
   }
-  _options.rounds = std::stoi(env(vars, @"PARBENCH_ROUNDS", "10"));
-  _options.warmup = std::stoi(env(vars, @"PARBENCH_WARMUP", "3"));
-  _options.threads = std::stoi(env(vars, @"PARBENCH_THREADS", "1"));
+  _options.rounds = env_int(vars, @"PARBENCH_ROUNDS", 10, 1);
+  _options.warmup = env_int(vars, @"PARBENCH_WARMUP", 3, 0);
+  _options.threads = env_int(vars, @"PARBENCH_THREADS", 1, 1);
   _options.models = split(env(vars, @"PARBENCH_MODELS"));
   _options.variants = split(env(vars, @"PARBENCH_VARIANTS"));
   for (const auto &s : split(env(vars, @"PARBENCH_SIZES"))) _options.sizes.push_back(std::stoi(s));
   _options.compute_units = split(env(vars, @"PARBENCH_COMPUTE_UNITS"));
-  _measureIterations = std::stoi(env(vars, @"PARBENCH_MEASURE_ITERATIONS", "5"));
+  _measureIterations = env_int(vars, @"PARBENCH_MEASURE_ITERATIONS", 5, 1);
 
-  if (!url.empty() && !token.empty()) {
+  std::string transport_kind = "offline";
+  if (!usb_port.empty()) {
+    // USB mode: the phone listens on its loopback, the Mac's relay dials in over usbmux.
+    auto relay = std::make_unique<parbench::RelayListenerTransport>(
+        env_int(vars, @"PARBENCH_USB_PORT", 0, 1), env_int(vars, @"PARBENCH_RELAY_WAIT", 120, 1), 300);
+    url = "http://127.0.0.1:" + std::to_string(relay->port());
+    // One try: it already waits PARBENCH_RELAY_WAIT s for the relay, and its error says what to
+    // start on the Mac.
+    parbench::RetryPolicy once;
+    once.attempts = 1;
+    parbench::CollectorClient(*relay, url, token, once).health();
+    _transport = std::move(relay);
+    _client = std::make_unique<parbench::CollectorClient>(*_transport, url, token);
+    transport_kind = "usb-relay";
+  } else if (!url.empty()) {
+    // A short health check first: an unanswered Local Network prompt or a firewall that drops
+    // the connection should fail in seconds with the likely causes, not after minutes of retries.
+    parbench::URLSessionTransport probe_transport(10);
+    parbench::RetryPolicy quick;
+    quick.attempts = 3;
+    quick.base_delay_ms = 3000;
+    quick.max_delay_ms = 3000;
+    parbench::CollectorClient probe(probe_transport, url, token, quick);
+    try {
+      probe.health();
+    } catch (const parbench::CollectorError &e) {
+      if (e.status == 0) throw std::runtime_error(unreachable(url, e.what()));
+      throw;
+    }
     _transport = std::make_unique<parbench::URLSessionTransport>();
     _client = std::make_unique<parbench::CollectorClient>(*_transport, url, token);
-    _client->health();
+    transport_kind = "network";
   }
   if (!fixtures_dir.empty()) {
     // Offline: fixtures copied to the device; results only attached to the tests (and posted
@@ -148,8 +223,10 @@ std::string hardware_model() {
   const std::string manifest_text = _fixtures->manifest_text();
   _manifest = parbench::Manifest::parse(manifest_text);
 
+#if defined(PARBENCH_WITH_LIBTORCH_LITE)
   parbench::register_libtorch_runners(_registry);  // .ptl (LibTorch-Lite)
-  parbench::register_executorch_runner(_registry);  // .pte
+#endif
+  parbench::register_executorch_runner(_registry);  // .pte, in the ExecuTorch bundle
   parbench::register_coreml_runner(_registry);      // .mlpackage, per compute unit
   _plan = parbench::plan_cases(_manifest, _registry, _options);
 
@@ -185,19 +262,32 @@ std::string hardware_model() {
   const std::string os = std::string(device.systemName.UTF8String) + " " + device.systemVersion.UTF8String;
   json host = parbench::describe_host();
   host["machine"]["os"] = os;
+  json device_doc = {{"model", hardware_model()}, {"os", os}};
+  // Since iOS 16 UIDevice.name is the generic model name ("iPhone") unless the app holds the
+  // user-assigned-device-name entitlement; only a real name is worth recording.
+  if (device.name.length && ![device.name isEqualToString:device.model]) device_doc["name"] = device.name.UTF8String;
+  json runtime = {{"name", "parbench-ios"}, {"version", PARBENCH_VERSION}, {"bundle", kBundle}};
+  json run_env = {{"ios", device.systemVersion.UTF8String}, {"bundle", kBundle}, {"transport", transport_kind}};
+#if defined(PARBENCH_WITH_LIBTORCH_LITE)
+  runtime["libtorch_lite"] = parbench::libtorch_version();
+  run_env["libtorch_lite"] = parbench::libtorch_version();
+#endif
+  if (!parbench::executorch_version().empty()) {
+    runtime["executorch"] = parbench::executorch_version();
+    run_env["executorch"] = parbench::executorch_version();
+  }
   _run = {
       {"source", "device"},
       {"created_utc", parbench::utc_now_iso()},
       {"machine", host["machine"]},
-      {"device", {{"model", hardware_model()}, {"os", os}, {"name", device.name.UTF8String}}},
-      {"runtime", {{"name", "parbench-ios"}, {"version", PARBENCH_VERSION},
-                   {"libtorch_lite", parbench::libtorch_version()}}},
+      {"device", device_doc},
+      {"runtime", runtime},
       {"commit", env(vars, @"PARBENCH_COMMIT").empty() ? json(nullptr) : json(env(vars, @"PARBENCH_COMMIT"))},
-      {"env", {{"libtorch_lite", parbench::libtorch_version()}, {"ios", device.systemVersion.UTF8String}}},
+      {"env", run_env},
       {"fixture_set", {{"manifest_sha256", parbench::sha256_hex(manifest_text)},
                        {"created_utc", _manifest.created_utc}, {"from", _fixtures->describe()}}},
   };
-  _runId = [NSString stringWithUTF8String:env(vars, @"PARBENCH_RUN_ID", parbench::new_run_id("ios")).c_str()];
+  _runId = [NSString stringWithUTF8String:env(vars, @"PARBENCH_RUN_ID", parbench::new_run_id(std::string("ios-") + kBundle)).c_str()];
   _sink = std::make_unique<parbench::ResultSink>(_client.get(), _runId.UTF8String, 1000000);
 }
 
@@ -252,9 +342,15 @@ std::string hardware_model() {
         }
         clock_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       });
-      results[0]["xctest"] = {{"metrics", {"XCTClockMetric", "XCTMemoryMetric"}},
-                              {"iterations", clock_ms.size()},
-                              {"clock_ms", clock_ms}};
+      // XCTest runs the block iterationCount + 1 times and ignores the first run; so do we.
+      json xctest = {{"xcresult_metrics", {"XCTClockMetric", "XCTMemoryMetric"}}, {"ignored_first_ms", nullptr}};
+      if (!clock_ms.empty()) {
+        xctest["ignored_first_ms"] = clock_ms.front();
+        clock_ms.erase(clock_ms.begin());
+      }
+      xctest["iterations"] = clock_ms.size();
+      xctest["clock_ms"] = clock_ms;
+      results[0]["xctest"] = xctest;
       if (!run_error.empty()) [failures addObject:[NSString stringWithFormat:@"measure: %s", run_error.c_str()]];
     } catch (const std::exception &e) {
       [failures addObject:[NSString stringWithFormat:@"measure: %s", e.what()]];
@@ -277,6 +373,7 @@ std::string hardware_model() {
 }
 
 - (BOOL)finishRun:(NSError **)error {
+  _registry = parbench::RunnerRegistry();  // drops the Core ML runner's unzipped and compiled packages
   try {
     _sink->finish();
     return YES;

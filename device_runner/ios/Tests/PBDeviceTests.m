@@ -1,6 +1,7 @@
 // Replays the collector's fixture set on the device: one XCTest per model x form x size x
-// compute unit, created when the bundle loads (+defaultTestSuite), named
-// test_<model>__<variant>__<size>[__<computeUnits>].
+// compute unit, named test_<model>__<variant>__<size>[__<computeUnits>]. The methods are added
+// to the class in +initialize, before XCTest lists the class's test methods, so XCTest builds
+// its usual suite for the class and calls the class-level +setUp and +tearDown around it.
 #import <XCTest/XCTest.h>
 #import <objc/runtime.h>
 
@@ -11,51 +12,68 @@
 
 static PBRunner *gRunner;
 static NSString *gSetupError;
+static BOOL gRunOpened;
 
 @implementation PBDeviceTests
 
-+ (XCTestSuite *)defaultTestSuite {
-  XCTestSuite *suite = [XCTestSuite testSuiteWithName:NSStringFromClass(self)];
-  NSError *error = nil;
-  gRunner = [PBRunner runnerFromEnvironment:&error];
-  NSArray<PBTestSpec *> *tests = gRunner ? gRunner.tests : @[];
-  if (gRunner == nil || tests.count == 0) {
-    // Still one test, failing with the reason, so a misconfigured run is never green.
-    gSetupError = error ? error.localizedDescription : @"the collector's fixture set has no case this device can run";
-    SEL sel = NSSelectorFromString(@"test_configuration");
-    class_addMethod(self, sel, imp_implementationWithBlock(^(PBDeviceTests *test) {
-                      XCTFail(@"%@", gSetupError);
-                    }),
-                    "v@:");
-    [suite addTest:[self testCaseWithSelector:sel]];
-    return suite;
-  }
-  for (PBTestSpec *spec in tests) {
-    SEL sel = NSSelectorFromString(spec.testName);
-    class_addMethod(self, sel, imp_implementationWithBlock(^(PBDeviceTests *test) {
-                      [test replay:spec];
-                    }),
-                    "v@:");
-    [suite addTest:[self testCaseWithSelector:sel]];
-  }
-  return suite;
++ (void)initialize {
+  if (self != [PBDeviceTests class]) return;
+  static dispatch_once_t once;
+  dispatch_once(&once, ^{
+    NSError *error = nil;
+    gRunner = [PBRunner runnerFromEnvironment:&error];
+    NSArray<PBTestSpec *> *tests = gRunner ? gRunner.tests : @[];
+    if (gRunner == nil || tests.count == 0) {
+      // Still one test, failing with the reason, so a misconfigured run is never green.
+      gSetupError = error ? error.localizedDescription
+                          : @"the fixture set has no case this test bundle can run (check the forms it was built with)";
+      class_addMethod([PBDeviceTests class], NSSelectorFromString(@"test_configuration"),
+                      imp_implementationWithBlock(^(PBDeviceTests *test) {
+                        [test failConfiguration];
+                      }),
+                      "v@:");
+      return;
+    }
+    for (PBTestSpec *spec in tests) {
+      class_addMethod([PBDeviceTests class], NSSelectorFromString(spec.testName),
+                      imp_implementationWithBlock(^(PBDeviceTests *test) {
+                        [test replay:spec];
+                      }),
+                      "v@:");
+    }
+  });
 }
 
 + (void)setUp {
   [super setUp];
-  NSError *error = nil;
-  if (gRunner && !gSetupError && ![gRunner openRun:&error]) gSetupError = error.localizedDescription;
+  [self openRunOnce];
 }
 
 + (void)tearDown {
   NSError *error = nil;
-  if (gRunner && !gSetupError && ![gRunner finishRun:&error]) {
+  if (gRunner && gRunOpened && ![gRunner finishRun:&error]) {
     NSLog(@"parbench: could not complete run %@: %@", gRunner.runId, error.localizedDescription);
   }
   [super tearDown];
 }
 
+// PUT the run (idempotent); also called from the first test, should the class +setUp not run.
++ (void)openRunOnce {
+  if (gRunner == nil || gSetupError != nil || gRunOpened) return;
+  NSError *error = nil;
+  if ([gRunner openRun:&error]) {
+    gRunOpened = YES;
+  } else {
+    gSetupError = error.localizedDescription;
+  }
+}
+
+- (void)failConfiguration {
+  XCTFail(@"%@", gSetupError);
+}
+
 - (void)replay:(PBTestSpec *)spec {
+  [PBDeviceTests openRunOnce];
   if (gSetupError) {
     XCTFail(@"%@", gSetupError);
     return;

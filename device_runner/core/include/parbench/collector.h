@@ -27,6 +27,10 @@ class Transport {
   // One HTTP exchange. Must not throw for network failures: report them with status 0.
   virtual HttpResponse send(const std::string& method, const std::string& url, const Headers& headers,
                             const std::string& body) = 0;
+  // GET into the file dest_path. On a 2xx answer the bytes are in dest_path and the returned
+  // body is empty; otherwise dest_path is left alone and the body holds the error. The default
+  // goes through send(); transports that can stream to disk override it.
+  virtual HttpResponse download(const std::string& url, const Headers& headers, const std::string& dest_path);
 };
 
 struct RetryPolicy {
@@ -51,6 +55,8 @@ class CollectorClient {
   std::string manifest();
   // One fixture file by manifest-relative path (full response: body plus headers).
   HttpResponse file(const std::string& rel_path);
+  // The same, written to dest_path (the response's headers come back, its body stays empty).
+  HttpResponse download(const std::string& rel_path, const std::string& dest_path);
   // PUT /runs/{id}: 200/201 both fine; 409 (same id, other content) throws.
   nlohmann::json put_run(const std::string& run_id, const nlohmann::json& run);
   // POST /runs/{id}/results; a retry of the same batch is harmless (the collector dedupes).
@@ -64,6 +70,9 @@ class CollectorClient {
   // Sends with retries; throws CollectorError with the collector's reason when it gives up.
   HttpResponse call(const std::string& method, const std::string& path, const std::string& body, bool auth,
                     const std::string& what);
+  HttpResponse with_retries(const std::function<HttpResponse()>& once, const std::string& method,
+                            const std::string& url, const std::string& what);
+  Headers request_headers(bool auth, bool has_body) const;
   nlohmann::json call_json(const std::string& method, const std::string& path, const nlohmann::json* body,
                            const std::string& what);
 

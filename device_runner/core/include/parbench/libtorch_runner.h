@@ -12,7 +12,7 @@ namespace parbench {
 // Registers "ptl" (and "pt" unless built lite-only) in the registry.
 void register_libtorch_runners(RunnerRegistry& registry);
 
-// "libtorch 2.13.0" — the version the runners were compiled against.
+// "2.13.0" — the version the runners were compiled against ("unknown" if the headers do not say).
 std::string libtorch_version();
 
 }  // namespace parbench

@@ -33,7 +33,9 @@ struct ReplayOptions {
 struct PlatformHooks {
   std::function<std::optional<std::string>()> thermal_state;  // nominal|fair|serious|critical, or none
   std::function<void()> reset_peak_memory;                    // before each case, where possible
+  std::function<void()> sample_memory;                        // at the end of each stage of a case
   std::function<std::optional<double>()> peak_memory_mb;
+  std::string memory_measure;  // what peak_memory_mb means here, recorded as extra.memory_measure
 };
 PlatformHooks default_platform_hooks();
 

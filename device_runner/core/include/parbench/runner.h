@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "parbench/fixtures.h"
 #include "parbench/tensor.h"
 
@@ -19,6 +21,7 @@ struct RunnerOptions {
   std::string compute_units;              // Core ML only: cpuOnly, cpuAndGPU, cpuAndNeuralEngine, all
   std::vector<std::string> input_names;   // the model's inputs, in argument order (manifest)
   std::vector<std::string> output_names;  // parbench's names for positional outputs (manifest)
+  nlohmann::json artifact_meta = nlohmann::json::object();  // the manifest's meta of the artifact
 };
 
 // The clock runs around compile(), load() and run() only: conversions stay outside it.
@@ -27,8 +30,11 @@ class ModelRunner {
   virtual ~ModelRunner() = default;
   // Names what actually executes the artifact, e.g. "lite_interpreter", "libtorch_jit".
   virtual std::string executor() const = 0;
+  // Untimed work on the artifact before compile() (unpacking an archive, checking its hash).
+  virtual void prepare(const LocalFile& artifact) { (void)artifact; }
   // Runtimes that compile an artifact before loading it (Core ML) do it here and return true;
-  // the time is reported as compile_ms. Others return false (compile_ms stays null).
+  // the time is reported as compile_ms. Others, and a runtime reusing an earlier compile of
+  // the same artifact, return false (compile_ms stays null).
   virtual bool compile(const LocalFile& artifact) {
     (void)artifact;
     return false;
@@ -40,6 +46,9 @@ class ModelRunner {
   virtual void run() = 0;
   // The last run's outputs, flattened and named the parbench way (output, output_0, keys).
   virtual NamedTensors outputs() = 0;
+  // Facts about how the runtime ran the case (threads it really used, a reused compile...),
+  // recorded as the result's extra.runner.
+  virtual nlohmann::json details() const { return nlohmann::json::object(); }
 };
 
 using RunnerFactory = std::function<std::unique_ptr<ModelRunner>(const RunnerOptions&)>;

@@ -164,6 +164,17 @@ void register_libtorch_runners(RunnerRegistry& registry) {
 #endif
 }
 
-std::string libtorch_version() { return TORCH_VERSION; }
+// The LibTorch-Lite pod's headers have no <torch/version.h> on the include path; the iOS build
+// passes the pod's version as PARBENCH_LIBTORCH_VERSION (a bare 2.1.0, stringified here).
+#define PARBENCH_STR2(x) #x
+#define PARBENCH_STR(x) PARBENCH_STR2(x)
+
+std::string libtorch_version() {
+#if defined(PARBENCH_LIBTORCH_VERSION)
+  return PARBENCH_STR(PARBENCH_LIBTORCH_VERSION);
+#else
+  return TORCH_VERSION;
+#endif
+}
 
 }  // namespace parbench
