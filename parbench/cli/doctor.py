@@ -15,7 +15,7 @@ def doctor(ops: bool) -> None:
     import torch
 
     from parbench._util.versions import versions
-    from parbench.backends import all_variants, get_backend
+    from parbench.backends import VARIANTS, all_variants, get_backend
     from parbench.zoo.torchvision_shim import torchvision_status
 
     click.echo(
@@ -29,14 +29,19 @@ def doctor(ops: bool) -> None:
         f"{', '.join(torch.backends.quantized.supported_engines)}"
     )
     click.echo("")
-    click.echo(f"{'form':<16}{'export':<8}{'run':<6}{'executor':<14}note")
+    rows = []
     for variant in all_variants():
-        backend = get_backend(variant)
-        a = backend.available()
-        click.echo(
-            f"{variant:<16}{'yes' if a.can_export else 'no':<8}{'yes' if a.can_run else 'no':<6}"
-            f"{a.executor:<14}{a.reason}"
+        a = get_backend(variant).available()
+        tiers = VARIANTS[variant].default_tiers
+        note = a.reason + (f" [selected by default only in tier {', '.join(tiers)}]" if tiers else "")
+        rows.append(
+            (variant, "yes" if a.can_export else "no", "yes" if a.can_run else "no", a.executor, note)
         )
+    form_w = max(len(r[0]) for r in rows) + 2
+    exec_w = max(len("executor"), *(len(r[3]) for r in rows)) + 2
+    click.echo(f"{'form':<{form_w}}{'export':<8}{'run':<6}{'executor':<{exec_w}}note")
+    for variant, export, run, executor, note in rows:
+        click.echo(f"{variant:<{form_w}}{export:<8}{run:<6}{executor:<{exec_w}}{note}")
     click.echo("")
     for tool, why in (
         ("cmake", "device runner core build"),
