@@ -50,7 +50,7 @@ def bisect_command(
     cache_dir: str,
     csv_path: str | None,
 ) -> None:
-    """Find the first ops where MODEL's Core ML program drifts from eager PyTorch.
+    """Find the first ops where MODEL's Core ML or Core AI program drifts from eager PyTorch.
 
     Runs the package on parbench's reference executor, compares every matched leaf module
     with the Core ML value that carries it, and the program at fp16 compute against fp32.
