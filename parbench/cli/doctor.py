@@ -29,19 +29,16 @@ def doctor(ops: bool) -> None:
         f"{', '.join(torch.backends.quantized.supported_engines)}"
     )
     click.echo("")
-    rows = []
+    click.echo(f"{'form':<20}{'export':<8}{'run':<6}{'executor':<16}note")
     for variant in all_variants():
-        a = get_backend(variant).available()
-        tiers = VARIANTS[variant].default_tiers
+        backend = get_backend(variant)
+        a = backend.available()
+        tiers = VARIANTS[variant].default_tiers  # opt-in forms: selected by default only in these tiers
         note = a.reason + (f" [selected by default only in tier {', '.join(tiers)}]" if tiers else "")
-        rows.append(
-            (variant, "yes" if a.can_export else "no", "yes" if a.can_run else "no", a.executor, note)
+        click.echo(
+            f"{variant:<20}{'yes' if a.can_export else 'no':<8}{'yes' if a.can_run else 'no':<6}"
+            f"{a.executor:<16}{note}"
         )
-    form_w = max(len(r[0]) for r in rows) + 2
-    exec_w = max(len("executor"), *(len(r[3]) for r in rows)) + 2
-    click.echo(f"{'form':<{form_w}}{'export':<8}{'run':<6}{'executor':<{exec_w}}note")
-    for variant, export, run, executor, note in rows:
-        click.echo(f"{variant:<{form_w}}{export:<8}{run:<6}{executor:<{exec_w}}{note}")
     click.echo("")
     for tool, why in (
         ("cmake", "device runner core build"),
