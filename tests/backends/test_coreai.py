@@ -367,6 +367,24 @@ def test_opt_in_beyond_the_smoke_tier() -> None:
     assert "eager" in default_variants("default") and "coreml_fp16" in default_variants("full")
 
 
+def test_parity_suite_leaves_them_out_of_the_default_tier(tmp_path) -> None:
+    """The suite's selection goes through ``default_variants`` (the smoke tier's inclusion shows in
+    CI's own smoke run, which runs them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    cmd = [sys.executable, "-m", "pytest", str(root / "parity"), "-p", "no:cacheprovider", "-q"]
+    cmd += ["--collect-only", "--parbench-cache", str(tmp_path / "cache"), "--tier", "default"]
+    cmd += ["--models", "mobilenet_v2"]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ids = [ln for ln in proc.stdout.splitlines() if "test_parity[" in ln]
+    assert any("mobilenet_v2-coreml_fp16-256" in t for t in ids), ids
+    assert not any("coreai" in t for t in ids), ids
+
+
 class SharedConvOutput(nn.Module):
     """A convolution whose output feeds its batch norm and a skip: folding would change the skip."""
 
