@@ -30,6 +30,17 @@ else
   .venv/bin/python -m pip install --quiet -e .
 fi
 
+# Core AI: pinned in the `coreai` extra; its runtime (coreai-core) has wheels for Linux x86_64 with
+# glibc 2.34+ and macOS arm64 only.  Where pip finds none, setup carries on and the coreai_* forms skip.
+if ! .venv/bin/python -m pip install --quiet -e '.[coreai]' 2>.venv/coreai-install.log; then
+  echo "setup.sh: the Core AI packages did not install here ($(grep -m1 -E 'ERROR|error' .venv/coreai-install.log || echo 'see .venv/coreai-install.log'))" >&2
+fi
+if .venv/bin/python -c 'import coreai_torch, coreai.runtime, coreai_opt' 2>/dev/null; then
+  echo "setup.sh: Core AI forms ready ($(.venv/bin/python -c 'import importlib.metadata as m; print("coreai-core", m.version("coreai-core"))'))"
+else
+  echo "setup.sh: no Core AI on this machine: the coreai_fp32/coreai_fp16 forms skip and say why (parbench doctor)"
+fi
+
 if [ "$dev" = 1 ]; then
   pkgs="cmake ninja-build g++ nlohmann-json3-dev libcurl4-openssl-dev libssl-dev chromium"
   pkgs="$pkgs clang libgnustep-base-dev libblocksruntime-dev"  # the device runner's clang and iOS compile checks

@@ -18,6 +18,7 @@ RECORDED = (
     "numpy",
     "coreai-torch",
     "coreai-core",
+    "coreai-opt",
 )
 
 

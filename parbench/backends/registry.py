@@ -22,6 +22,8 @@ class Form:
     module: str  # the module that defines the form
     cls: str  # its Backend class
     takes_threads: bool = False  # has a runtime thread pool sized at load
+    # the tiers whose default variant selection (no --variants) includes the form; None: every tier
+    default_tiers: tuple[str, ...] | None = None
 
 
 VARIANTS: dict[str, Form] = {
@@ -38,6 +40,9 @@ VARIANTS: dict[str, Form] = {
     "coreml_image": Form("parbench.backends.coreml_image", "CoreMLImageBackend"),
     # ImageType input, normalization as an exact first layer
     "coreml_image_exact": Form("parbench.backends.coreml_image", "CoreMLImageExactBackend"),
+    # Apple's Core AI runtime: minutes per call at 640 px on a CPU, so opt-in beyond the smoke tier
+    "coreai_fp32": Form("parbench.backends.coreai", "CoreAIFp32Backend", default_tiers=("smoke",)),
+    "coreai_fp16": Form("parbench.backends.coreai", "CoreAIFp16Backend", default_tiers=("smoke",)),
 }
 
 _instances: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
@@ -111,3 +116,8 @@ def unregister_instances(variant: str) -> None:
 
 def all_variants() -> list[str]:
     return list(VARIANTS)
+
+
+def default_variants(tier: str) -> list[str]:
+    """The variants a run of ``tier`` selects when none are named."""
+    return [v for v, form in VARIANTS.items() if form.default_tiers is None or tier in form.default_tiers]

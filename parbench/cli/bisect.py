@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from parbench.cli.coreai_bisect import VARIANTS as COREAI_VARIANTS
+from parbench.cli.coreai_bisect import echo_localisation
 from parbench.diagnose.bisect import bisect
 
 
@@ -13,8 +15,8 @@ from parbench.diagnose.bisect import bisect
     "--variant",
     default="coreml_fp16",
     show_default=True,
-    type=click.Choice(["coreml_fp16", "coreml_fp32"]),
-    help="Core ML form to compare with eager.",
+    type=click.Choice(["coreml_fp16", "coreml_fp32", *COREAI_VARIANTS]),
+    help="Core ML or Core AI form to compare with eager.",
 )
 @click.option(
     "--size", type=int, default=None, help="Input size in pixels (default: the model's example size)."
@@ -48,7 +50,7 @@ def bisect_command(
     cache_dir: str,
     csv_path: str | None,
 ) -> None:
-    """Find the first ops where MODEL's Core ML program drifts from eager PyTorch.
+    """Find the first ops where MODEL's Core ML or Core AI program drifts from eager PyTorch.
 
     Runs the package on parbench's reference executor, compares every matched leaf module
     with the Core ML value that carries it, and the program at fp16 compute against fp32.
@@ -67,6 +69,9 @@ def bisect_command(
         raise click.UsageError(str(exc)) from exc
     except Exception as exc:  # export failures and the like: say what failed
         raise click.ClickException(f"could not prepare {model} {variant} at {px}px: {exc}") from exc
+    if art.format == "aimodel":
+        title = f"{model} {variant} {px}px"
+        return echo_localisation(module, art, inputs, title, threshold_snr, threshold_cos, rows, csv_path)
     source = {"torch.export": "export", "trace": "trace"}.get(str(art.meta.get("frontend")), "auto")
     # the package was converted from the module wrapped to return flat outputs
     from parbench.zoo.outputs import TorchOutputFlattening

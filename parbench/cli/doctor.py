@@ -15,7 +15,7 @@ def doctor(ops: bool) -> None:
     import torch
 
     from parbench._util.versions import versions
-    from parbench.backends import all_variants, get_backend
+    from parbench.backends import VARIANTS, all_variants, get_backend
     from parbench.zoo.torchvision_shim import torchvision_status
 
     click.echo(
@@ -29,13 +29,15 @@ def doctor(ops: bool) -> None:
         f"{', '.join(torch.backends.quantized.supported_engines)}"
     )
     click.echo("")
-    click.echo(f"{'form':<16}{'export':<8}{'run':<6}{'executor':<14}note")
+    click.echo(f"{'form':<20}{'export':<8}{'run':<6}{'executor':<16}note")
     for variant in all_variants():
         backend = get_backend(variant)
         a = backend.available()
+        tiers = VARIANTS[variant].default_tiers  # opt-in forms: selected by default only in these tiers
+        note = a.reason + (f" [selected by default only in tier {', '.join(tiers)}]" if tiers else "")
         click.echo(
-            f"{variant:<16}{'yes' if a.can_export else 'no':<8}{'yes' if a.can_run else 'no':<6}"
-            f"{a.executor:<14}{a.reason}"
+            f"{variant:<20}{'yes' if a.can_export else 'no':<8}{'yes' if a.can_run else 'no':<6}"
+            f"{a.executor:<16}{note}"
         )
     click.echo("")
     for tool, why in (

@@ -14,3 +14,7 @@ def localise_failure(h: Harness, outcome: ParityOutcome) -> None:
         return
     if art.format == "mlpackage" and record.variant in bisect.BISECT_VARIANTS:
         record.message += "\n" + bisect.note(h.module(record.model), art.path, case.inputs)
+    elif art.format == "aimodel":
+        from parbench.diagnose.coreai_intermediates import annotate
+
+        annotate(record, h.module(record.model), art, case.inputs)

@@ -18,6 +18,7 @@ import pytest
 
 from parbench._util.clock import file_stamp
 from parbench.backends import VARIANTS
+from parbench.backends.registry import default_variants
 from parbench.errors import ConfigError, ParbenchError
 from parbench.records import parity as parity_records
 from parbench.records.config import declares_models
@@ -38,7 +39,11 @@ def _csv(value: str | None) -> list[str] | None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("parbench")
     g.addoption("--models", help="comma-separated model names (default: the tier's models)")
-    g.addoption("--variants", help=f"comma-separated variants (default: all: {', '.join(VARIANTS)})")
+    g.addoption(
+        "--variants",
+        help=f"comma-separated variants (default: the tier's: {', '.join(default_variants('default'))}; "
+        f"the smoke tier adds {', '.join(sorted(set(default_variants('smoke')) - set(default_variants('default'))))})",
+    )
     g.addoption("--sizes", help="comma-separated input sizes, replacing each model's own sizes")
     g.addoption("--tier", choices=TIERS, help="model tier: smoke, default (the default) or full")
     g.addoption(
@@ -96,7 +101,7 @@ def selected_cases(config: pytest.Config) -> list[CaseKey]:
         specs = select(reg, config.getoption("tier"), _csv(config.getoption("models")))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    variants = _csv(config.getoption("variants")) or list(VARIANTS)
+    variants = _csv(config.getoption("variants")) or default_variants(config.getoption("tier") or "default")
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise pytest.UsageError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
