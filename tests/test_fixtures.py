@@ -72,3 +72,36 @@ def test_degenerate_golden_outputs_are_refused(tmp_path):
 
     with pytest.raises(DegenerateOutputError, match="'flat'.*degenerate"):
         build(tmp_path / "s", [spec], lambda s: Flat())
+
+
+def test_fixtures_command_builds_a_set_with_artifacts(tmp_path):
+    """`parbench fixtures` as the README types it: goldens plus one exported artifact in the set."""
+    from click.testing import CliRunner
+
+    from parbench.cli import main
+
+    out = tmp_path / "set"
+    result = CliRunner().invoke(
+        main,
+        [
+            "fixtures",
+            "--models",
+            "tiny_classifier",
+            "--sizes",
+            "224",
+            "--cases",
+            "1",
+            "--artifacts",
+            "torchscript",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    fs = FixtureSet.open(out)
+    entry = fs.model("tiny_classifier")
+    assert [c for c in entry.cases] and list(entry.artifacts) == ["torchscript"]
+    art = entry.artifacts["torchscript"][0]
+    assert (out / art.path).is_file() and art.format and len(art.sha256) == 64

@@ -49,7 +49,7 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="parbench")
 def main() -> None:
     """Parity and latency of a PyTorch model's deployment forms (eager, TorchScript, lite,
-    int8, ONNX Runtime, ExecuTorch, Core ML) at every input size."""
+    int8, ONNX Runtime, ExecuTorch, Core ML, Core AI) at every input size."""
 
 
 if __name__ == "__main__":

@@ -52,10 +52,10 @@ def fixtures(
 
     from tqdm import tqdm
 
-    from parbench import fixtures as fx
     from parbench import zoo
     from parbench.backends import VARIANTS
     from parbench.errors import ExportError
+    from parbench.fixtures.build import build as build_fixture_set
     from parbench.run.harness import Harness
 
     try:
@@ -78,7 +78,7 @@ def fixtures(
             f"choose from {', '.join(v for v in VARIANTS if v != 'eager')}"
         )
     out_dir = out_dir or Path("fixtures") / (tier if not models else "custom")
-    fs = fx.build(
+    fs = build_fixture_set(
         out_dir,
         specs,
         lambda s: harness.module(s.name),
