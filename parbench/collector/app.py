@@ -112,7 +112,18 @@ async def _busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse
     return error_response(503, f"results store is busy ({exc}); retry shortly", headers={"Retry-After": "2"})
 
 
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with its traceback by the server; the client gets JSON without internals.
+    return error_response(
+        500,
+        f"internal error ({type(exc).__name__}) while handling {request.method} {request.url.path}; "
+        "it is in the collector's log: report it rather than retrying",
+        "internal",
+    )
+
+
 _HANDLERS: dict[Any, Any] = {
+    Exception: _internal,
     HTTPException: _http_error,
     RequestValidationError: _invalid,
     UnknownFixture: _unknown_fixture,

@@ -29,15 +29,49 @@ ThermalState = Literal["nominal", "fair", "serious", "critical"]
 ComputeUnits = Literal["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
 
 
+def _printable(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode()
+
+
+def _check_str(value: str, where: str) -> None:
+    """Text must be valid Unicode: a lone UTF-16 surrogate cannot be written as UTF-8, so a row
+    holding one could be stored but never served back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start : exc.end].encode("unicode_escape").decode()
+        raise ValueError(
+            f"{where or 'value'} holds {bad}, a lone UTF-16 surrogate: send valid Unicode text (UTF-8)"
+        ) from None
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Every string and key in `value` (typed fields included) is valid Unicode."""
+    if isinstance(value, str):
+        _check_str(value, where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            inner = f"{where}.{_printable(str(k))}"
+            _check_str(str(k), inner)
+            _check_text(v, inner)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_text(v, f"{where}[{i}]")
+
+
 def _check_json(value: Any, where: str = "", depth: int = 0) -> None:
-    """Free-form JSON must be finite (no NaN/Infinity) and not absurdly deep."""
+    """Free-form JSON must be finite (no NaN/Infinity), valid Unicode and not absurdly deep."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels at {where or 'top'}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where or 'value'} is {value}: only finite numbers are allowed")
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        _check_str(value, where)
+    elif isinstance(value, dict):
         for k, v in value.items():
-            _check_json(v, f"{where}.{k}" if where else str(k), depth + 1)
+            key = _printable(str(k))
+            _check_str(str(k), f"{where}.{key}" if where else key)
+            _check_json(v, f"{where}.{key}" if where else key, depth + 1)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_json(v, f"{where}[{i}]", depth + 1)
@@ -108,6 +142,13 @@ class RunIn(_Strict):
     fixture_set: FreeJson | None = None
 
     @model_validator(mode="after")
+    def _valid_unicode(self) -> RunIn:
+        for name in ("device", "runtime", "commit", "env", "created_utc"):
+            value = getattr(self, name)
+            _check_text(value.model_dump() if isinstance(value, BaseModel) else value, name)
+        return self
+
+    @model_validator(mode="after")
     def _device_runs_name_device(self) -> RunIn:
         if self.source == "device" and self.device is None:
             raise ValueError("a device run needs 'device': {'model': 'iPhone15,2', 'os': 'iOS 18.1'}")
@@ -150,6 +191,12 @@ class ResultIn(_Strict):
     xctest: FreeJson | None = None
     error: Annotated[str, StringConstraints(min_length=1, max_length=20_000)] | None = None
     extra: FreeJson | None = None
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> ResultIn:
+        for name in ("model", "variant", "case", "executor", "metrics", "error"):
+            _check_text(getattr(self, name), name)
+        return self
 
     @model_validator(mode="after")
     def _success_has_timings(self) -> ResultIn:
