@@ -34,6 +34,12 @@ from parbench.errors import ParbenchError
     help="fixture set folder to serve (its manifest.json); results are then checked against it",
 )
 @click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="private folder (mode 0700, yours) for zips of folder artifacts "
+    "[default: $XDG_CACHE_HOME/parbench/collector or ~/.cache/parbench/collector]",
+)
+@click.option(
     "--max-body-mb",
     default=DEFAULT_MAX_BODY_MB,
     show_default=True,
@@ -52,6 +58,7 @@ def serve_command(
     store_path: str,
     token: str | None,
     fixtures_dir: str | None,
+    cache_dir: str | None,
     max_body_mb: int,
     log_level: str,
 ) -> None:
@@ -61,7 +68,9 @@ def serve_command(
     if token is None:
         token = secrets.token_urlsafe(24)
     try:
-        app = create_app(store_path, token, fixtures_dir, max_body_bytes=max_body_mb << 20)
+        app = create_app(
+            store_path, token, fixtures_dir, max_body_bytes=max_body_mb << 20, cache_dir=cache_dir
+        )
     except (ParbenchError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     shown = f"[{host}]" if ":" in host else host

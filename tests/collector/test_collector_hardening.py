@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +18,7 @@ from fastapi.testclient import TestClient
 from support.collector_helpers import AUTH, TOKEN, device_run, make_result
 
 from parbench.collector.app import create_app
-from parbench.errors import StoreError
+from parbench.errors import ConfigError, StoreError
 from parbench.history.store import Store
 
 RUN = "hard-run-0001"
@@ -104,3 +111,91 @@ def test_unexpected_errors_are_answered_with_json(client, monkeypatch) -> None:
     assert r.status_code == 500
     assert r.headers["content-type"] == "application/json"
     assert r.json()["error"] == "internal" and "kaput" not in r.json()["reason"]
+
+
+# -- 2. symlinks leaving the set inside folder artifacts -----------------------------------------
+
+PKG = "artifacts/tiny_net/coreml_fp16-64.mlpackage"
+
+
+@pytest.fixture
+def own_set(fixture_set: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "set"
+    shutil.copytree(fixture_set, root)
+    (tmp_path / "outside.txt").write_text("TOP SECRET")
+    return root
+
+
+@pytest.mark.parametrize(
+    "target", ["outside_file", "/etc/passwd", "outside_dir"], ids=["file", "absolute", "folder"]
+)
+def test_symlink_leaving_the_set_inside_a_folder_artifact_is_refused(own_set, tmp_path, target) -> None:
+    link = own_set / PKG / "Data" / "leak"
+    if target == "outside_file":
+        link.symlink_to(tmp_path / "outside.txt")
+    elif target == "outside_dir":
+        link.symlink_to(tmp_path, target_is_directory=True)
+    else:
+        link.symlink_to(target)
+    app = create_app(tmp_path / "s.sqlite", TOKEN, fixtures_dir=own_set, cache_dir=tmp_path / "zips")
+    with TestClient(app) as c:
+        r = c.get(f"/api/v1/fixtures/files/{PKG}", headers=AUTH)
+    assert r.status_code == 400, r.content[:200]
+    assert r.json()["error"] == "bad_path" and "Data/leak" in r.json()["reason"]
+
+
+def test_symlink_inside_the_set_is_served(own_set, tmp_path) -> None:
+    (own_set / PKG / "Data" / "again.json").symlink_to(own_set / PKG / "Manifest.json")
+    app = create_app(tmp_path / "s.sqlite", TOKEN, fixtures_dir=own_set, cache_dir=tmp_path / "zips")
+    with TestClient(app) as c:
+        r = c.get(f"/api/v1/fixtures/files/{PKG}", headers=AUTH)
+    assert r.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    assert "coreml_fp16-64.mlpackage/Data/again.json" in names
+
+
+# -- 3. the zip cache: private, checked, verified --------------------------------------------------
+
+
+def test_default_zip_cache_is_private_and_not_in_tmp(own_set, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    app = create_app(tmp_path / "s.sqlite", TOKEN, fixtures_dir=own_set)
+    with TestClient(app) as c:
+        assert c.get(f"/api/v1/fixtures/files/{PKG}", headers=AUTH).status_code == 200
+    cache = tmp_path / "xdg" / "parbench" / "collector"
+    assert len(list(cache.glob("*.zip"))) == 1
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert not any((tmp_path / "tmp").rglob("*.zip"))
+
+
+@pytest.mark.parametrize("problem", ["mode", "owner"])
+def test_shared_or_foreign_cache_dir_is_refused(own_set, tmp_path, problem) -> None:
+    cache = tmp_path / "zips"
+    cache.mkdir()
+    if problem == "mode":
+        cache.chmod(0o777)
+    else:
+        if os.getuid() != 0:
+            pytest.skip("changing a folder's owner needs root")
+        cache.chmod(0o700)
+        os.chown(cache, 65534, 65534)
+    with pytest.raises(ConfigError, match=rf"{cache}.*(mode 0777|owned by uid 65534).*--cache-dir"):
+        create_app(tmp_path / "s.sqlite", TOKEN, fixtures_dir=own_set, cache_dir=cache)
+
+
+def test_planted_zip_in_the_cache_is_not_served(own_set, tmp_path) -> None:
+    cache = tmp_path / "zips"
+    app = create_app(tmp_path / "s.sqlite", TOKEN, fixtures_dir=own_set, cache_dir=cache)
+    with TestClient(app) as c:
+        first = c.get(f"/api/v1/fixtures/files/{PKG}", headers=AUTH)
+        (cached,) = cache.glob("*.zip")
+        st = cached.stat()
+        cached.write_bytes(b"PK planted model".ljust(st.st_size, b"\0"))
+        os.utime(cached, ns=(st.st_atime_ns, st.st_mtime_ns))
+        again = c.get(f"/api/v1/fixtures/files/{PKG}", headers=AUTH)
+    assert again.status_code == 200
+    assert again.content == first.content
+    assert again.headers["X-Parbench-Sha256"] == first.headers["X-Parbench-Sha256"]
+    assert again.headers["X-Parbench-Sha256"] == hashlib.sha256(again.content).hexdigest()
