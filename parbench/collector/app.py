@@ -21,7 +21,7 @@ from starlette.routing import Match
 
 import parbench
 from parbench.collector.fixtures_view import FixtureServeError, FixtureView
-from parbench.collector.guard import API_PREFIX, Guard, error_response
+from parbench.collector.guard import API_PREFIX, Guard, check_token, error_response
 from parbench.collector.routes import API_VERSION, ROUTERS, UnknownFixture
 from parbench.errors import ConfigError, RunConflictError, RunNotFoundError, StoreError
 from parbench.history.store import Store
@@ -145,8 +145,10 @@ def create_app(
     `fixtures_dir`, when given, is a fixture set served to devices; posted results must then
     name a model/variant/size it knows.  `cache_dir` holds zips of folder artifacts.
     """
-    if not token or any(c.isspace() for c in token) or not token.isascii():
-        raise ConfigError("the collector token must be a non-empty ASCII string without spaces")
+    try:
+        check_token(token, "127.0.0.1")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if max_body_bytes < 1024:
         raise ConfigError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
     store = Store(store_path)
