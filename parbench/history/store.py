@@ -21,6 +21,7 @@ import sqlite3
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -181,6 +182,26 @@ def _result_where(i: int, result: Any) -> str:
     if isinstance(result, Mapping) and all(k in result for k in ("model", "variant", "size")):
         where += f" ({result['model']}-{result['variant']}-{result['size']})"
     return where
+
+
+def _with_dates(df: Any, what: str) -> Any:
+    """`created_utc` parsed; rows whose date no reader can parse (stored by an older collector)
+    are dropped with a warning rather than failing every report over the whole store."""
+    import pandas as pd
+
+    parsed = pd.to_datetime(df["created_utc"], utc=True, format="ISO8601", errors="coerce")
+    bad = parsed.isna() & df["created_utc"].notna()
+    if bad.any():
+        runs = sorted(set(df.loc[bad, "run_id"]))
+        warnings.warn(
+            f"{what}: {len(runs)} run(s) skipped, their created_utc is not an RFC 3339 date-time: "
+            + ", ".join(
+                f"{r} ({c})" for r, c in df.loc[bad, ["run_id", "created_utc"]].drop_duplicates().values[:5]
+            )
+            + "; fix them with `UPDATE runs SET created_utc = ... WHERE run_id = ...`",
+            stacklevel=3,
+        )
+    return df.assign(created_utc=parsed)[~bad].reset_index(drop=True)
 
 
 class Store:
@@ -511,8 +532,7 @@ class Store:
         df = pd.DataFrame(
             [_decode(r, RESULTS_TABLE_COLUMNS, _RESULT_JSON) for r in rows], columns=RESULTS_TABLE_COLUMNS
         )
-        df["created_utc"] = pd.to_datetime(df["created_utc"], utc=True, format="ISO8601")
-        return df
+        return _with_dates(df, "results")
 
     def runs(self, source: str | None = None) -> pd.DataFrame:
         """One row per run (newest first) with flattened device/runtime columns and n_results."""
@@ -528,5 +548,4 @@ class Store:
         df = pd.DataFrame(
             [_decode(r, RUNS_TABLE_COLUMNS, _RUN_JSON) for r in rows], columns=RUNS_TABLE_COLUMNS
         )
-        df["created_utc"] = pd.to_datetime(df["created_utc"], utc=True, format="ISO8601")
-        return df
+        return _with_dates(df, "runs")

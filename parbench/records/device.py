@@ -11,6 +11,7 @@ generated from :class:`ResultsIn` (``parbench schema``).
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -82,11 +83,19 @@ def _finite_json(value: Any) -> Any:
     return value
 
 
+# RFC 3339 with an upper-case T and Z; no offset means UTC (pytest-benchmark writes naive times).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?")
+
+
 def _iso_datetime(value: str) -> str:
+    problem = "must be an RFC 3339 date-time such as 2026-11-23T12:00:00Z or 2026-11-23T13:00:00.5+01:00"
+    match = _RFC3339.fullmatch(value)
+    if not match:
+        raise ValueError(problem)
     try:
-        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError("must be an ISO 8601 date-time such as 2026-11-23T12:00:00Z") from None
+        datetime.fromisoformat(value[:19] + (match.group(2) or "").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{problem} ({exc})") from None
     return value
 
 

@@ -199,3 +199,55 @@ def test_planted_zip_in_the_cache_is_not_served(own_set, tmp_path) -> None:
     assert again.content == first.content
     assert again.headers["X-Parbench-Sha256"] == first.headers["X-Parbench-Sha256"]
     assert again.headers["X-Parbench-Sha256"] == hashlib.sha256(again.content).hexdigest()
+
+
+# -- 5. created_utc: only forms every reader of the store parses -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        "2026-W48-1T12:00:00",
+        "2026-11-23x12:00:00",
+        "2026-11-23 12:00:00Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-23t12:00:00z",
+    ],
+)
+def test_created_utc_outside_rfc3339_is_refused(client, store_path, created) -> None:
+    r = client.put(f"/api/v1/runs/{RUN}", json={**device_run(RUN), "created_utc": created}, headers=AUTH)
+    assert r.status_code == 422, r.text
+    assert (
+        "created_utc: must be an RFC 3339" in r.json()["reason"]
+        and "2026-11-23T12:00:00Z" in r.json()["reason"]
+    )
+    assert _stored(store_path) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        "2026-11-23T12:00:00Z",
+        "2026-11-23T12:00:00.123456789+14:00",
+        "2026-11-23T12:00:00",
+    ],
+)
+def test_accepted_created_utc_forms_are_read_back(client, store_path, created) -> None:
+    r = client.put(f"/api/v1/runs/{RUN}", json={**device_run(RUN), "created_utc": created}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    with Store(store_path) as store:
+        assert store.runs()["created_utc"].notna().all()
+
+
+def test_readers_skip_rows_with_unreadable_dates(store_path) -> None:
+    with Store(store_path) as store:
+        for i, created in enumerate(["2026-11-23T12:00:00Z", "2026-W48-1T12:00:00"]):
+            run_id = f"{RUN}{i}"
+            store.put_run({"run_id": run_id, **device_run(run_id)})
+            store.put_results(run_id, [make_result(0)])
+            store._connect().execute("UPDATE runs SET created_utc = ? WHERE run_id = ?", (created, run_id))
+        with pytest.warns(UserWarning, match=r"skipped.*2026-W48-1T12:00:00"):
+            runs = store.runs()
+        assert list(runs["run_id"]) == [f"{RUN}0"]
+        with pytest.warns(UserWarning, match="skipped"):
+            assert len(store.results()) == 1
