@@ -9,7 +9,10 @@ validation), never HTML.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,13 @@ from parbench.collector.guard import API_PREFIX, Guard, check_token, error_respo
 from parbench.collector.routes import API_VERSION, ROUTERS, UnknownFixture
 from parbench.errors import ConfigError, RunConflictError, RunNotFoundError, StoreError
 from parbench.history.store import Store
+from parbench.records.device import MAX_SAMPLES_PER_REQUEST
+
+log = logging.getLogger("parbench.collector")
 
 __all__ = ["API_PREFIX", "API_VERSION", "DEFAULT_MAX_BODY_MB", "create_app"]
 
-DEFAULT_MAX_BODY_MB = 32
+DEFAULT_MAX_BODY_MB = 8
 
 
 def _validation_reason(
@@ -107,9 +113,21 @@ async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
     return error_response(status, str(exc))
 
 
-async def _busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-    # The store stayed locked past busy_timeout: a server-side condition; the client retries.
-    return error_response(503, f"results store is busy ({exc}); retry shortly", headers={"Retry-After": "2"})
+async def _store_failure(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        # The store stayed locked past busy_timeout: a passing condition; the client retries.
+        return error_response(
+            503, f"results store is busy ({text}); retry shortly", headers={"Retry-After": "2"}
+        )
+    log.error("results store failed on %s %s: %s", request.method, request.url.path, text)
+    status = 507 if "full" in text else 500
+    return error_response(
+        status,
+        f"results store failed ({text}); do not retry: the collector's operator must fix the store "
+        "(permissions, disk space, the file itself)",
+        "store",
+    )
 
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -129,7 +147,7 @@ _HANDLERS: dict[Any, Any] = {
     UnknownFixture: _unknown_fixture,
     FixtureServeError: _fixture_error,
     StoreError: _store_error,
-    sqlite3.OperationalError: _busy,
+    sqlite3.OperationalError: _store_failure,
 }
 
 
@@ -154,7 +172,14 @@ def create_app(
     store = Store(store_path)
     fixtures = FixtureView(fixtures_dir, cache_dir) if fixtures_dir is not None else None
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # On a clean stop, move the WAL into the main file so that it alone is a complete copy.
+        store.close(checkpoint=True)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="parbench collector",
         version=parbench.__version__,
         description="Serves a fixture set to devices and stores their runs and results. "
@@ -163,6 +188,7 @@ def create_app(
     )
     app.state.store = store
     app.state.fixtures = fixtures
+    app.state.limits = {"max_body_bytes": max_body_bytes, "max_samples_per_request": MAX_SAMPLES_PER_REQUEST}
     app.add_middleware(Guard, token=token, max_body_bytes=max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)

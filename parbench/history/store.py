@@ -272,7 +272,13 @@ class Store:
         else:
             conn.execute("COMMIT")
 
-    def close(self) -> None:
+    def close(self, checkpoint: bool = False) -> None:
+        """Close every connection; `checkpoint` first moves the WAL into the main file."""
+        if checkpoint:
+            try:
+                self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError:
+                pass  # another process holds the store; its last close checkpoints
         with self._lock:
             for conn in self._all_connections:
                 conn.close()

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from parbench.records.ids import ModelName, VariantName
 
 MAX_JSON_DEPTH = 16
+MAX_SAMPLES_PER_REQUEST = 2_000_000
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{8,128}$"
 RunId = Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]
@@ -229,6 +230,16 @@ RESULT_FIELDS: tuple[str, ...] = tuple(ResultIn.model_fields)
 class ResultsIn(_Strict):
     results: Annotated[list[ResultIn], Field(min_length=1, max_length=10_000)]
 
+    @model_validator(mode="after")
+    def _bounded_samples(self) -> ResultsIn:
+        total = sum(len(r.samples_ns) for r in self.results)
+        if total > MAX_SAMPLES_PER_REQUEST:
+            raise ValueError(
+                f"results hold {total} samples, at most {MAX_SAMPLES_PER_REQUEST} per request: "
+                "post them in several requests"
+            )
+        return self
+
 
 class CompleteIn(_Strict):
     status: Literal["complete", "failed"] = "complete"
@@ -312,6 +323,7 @@ class Health(BaseModel):
     store_schema_version: int
     fixtures: bool
     server_time_utc: str
+    limits: dict[str, int] | None = None
 
 
 class ErrorOut(BaseModel):

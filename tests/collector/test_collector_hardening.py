@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import stat
 import tempfile
 import zipfile
@@ -251,3 +252,71 @@ def test_readers_skip_rows_with_unreadable_dates(store_path) -> None:
         assert list(runs["run_id"]) == [f"{RUN}0"]
         with pytest.warns(UserWarning, match="skipped"):
             assert len(store.results()) == 1
+
+
+# -- 7. a clean stop leaves a self-contained store file -----------------------------------------
+
+
+def test_clean_stop_checkpoints_the_store_into_its_main_file(store_path, tmp_path) -> None:
+    with TestClient(create_app(store_path, TOKEN)) as c:
+        assert c.put(f"/api/v1/runs/{RUN}", json=device_run(RUN), headers=AUTH).status_code == 201
+        assert c.post(
+            f"/api/v1/runs/{RUN}/results", json={"results": [make_result(0)]}, headers=AUTH
+        ).is_success
+    copy = tmp_path / "copy.sqlite"
+    shutil.copyfile(store_path, copy)  # the main file alone, as a naive backup would
+    conn = sqlite3.connect(copy)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+    finally:
+        conn.close()
+
+
+# -- 8. only a busy store is worth a retry -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "retry"),
+    [
+        ("database is locked", 503, True),
+        ("attempt to write a readonly database", 500, False),
+        ("database or disk is full", 507, False),
+        ("disk I/O error", 500, False),
+    ],
+)
+def test_store_errors_other_than_busy_are_not_retryable(client, monkeypatch, message, status, retry) -> None:
+    def fail(*a, **k):
+        raise sqlite3.OperationalError(message)
+
+    monkeypatch.setattr(Store, "put_run", fail)
+    r = client.put(f"/api/v1/runs/{RUN}", json=device_run(RUN), headers=AUTH)
+    assert r.status_code == status
+    assert ("Retry-After" in r.headers) is retry
+    assert message in r.json()["reason"]
+    if not retry:
+        assert "do not retry" in r.json()["reason"]
+
+
+# -- 9. bounded request size by default ----------------------------------------------------------
+
+
+def test_default_body_limit_is_8_mib(store_path) -> None:
+    with TestClient(create_app(store_path, TOKEN)) as c:
+        r = c.post(
+            f"/api/v1/runs/{RUN}/results",
+            content=b" " * ((8 << 20) + 1),
+            headers={**JSON, "Content-Length": str((8 << 20) + 1)},
+        )
+        assert r.status_code == 413 and str(8 << 20) in r.json()["reason"]
+        assert c.get("/api/v1/health").json()["limits"]["max_body_bytes"] == 8 << 20
+
+
+def test_samples_per_request_are_capped(store_path) -> None:
+    with TestClient(create_app(store_path, TOKEN, max_body_bytes=64 << 20)) as c:
+        assert c.put(f"/api/v1/runs/{RUN}", json=device_run(RUN), headers=AUTH).status_code == 201
+        results = [make_result(i, n_samples=1, samples_ns=[1] * 700_000) for i in range(3)]
+        r = c.post(f"/api/v1/runs/{RUN}/results", json={"results": results}, headers=AUTH)
+        assert r.status_code == 422
+        assert "2100000 samples" in r.json()["reason"] and "at most 2000000" in r.json()["reason"]
+    assert _stored(store_path) == (1, 0)
