@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -69,6 +70,14 @@ def _validation_reason(
     return reason, clean
 
 
+def _unparsable_reason(cause: BaseException | None) -> str:
+    if isinstance(cause, RecursionError):
+        return "body is not readable JSON: it is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return f"body is not readable JSON: it holds a number with more than {sys.get_int_max_str_digits()} digits"
+    return "body is not valid JSON: it must be UTF-8 encoded JSON"
+
+
 # -- error handlers ------------------------------------------------------------------------------
 
 
@@ -76,8 +85,8 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     status, reason = exc.status_code, str(exc.detail)
     headers = dict(getattr(exc, "headers", None) or {})
     if status == 400 and reason == "There was an error parsing the body":
-        # FastAPI's answer to a body that is not UTF-8: malformed JSON like any other
-        status, reason = 422, "body is not valid JSON: it must be UTF-8 encoded JSON"
+        # FastAPI's answer to a body json.loads could not read: named by its cause
+        status, reason = 422, _unparsable_reason(exc.__cause__)
     elif status == 405:
         # Starlette names only the first route matching the path; list every method it has
         # (from the routers themselves: included routers are not flat in app.router.routes).
@@ -104,8 +113,9 @@ async def _unknown_fixture(request: Request, exc: UnknownFixture) -> JSONRespons
 
 
 async def _fixture_error(request: Request, exc: FixtureServeError) -> JSONResponse:
-    status = exc.status if exc.status < 500 else 503
-    return error_response(status, str(exc), exc.code)
+    if exc.status >= 500:
+        return error_response(503, str(exc), "unavailable")
+    return error_response(exc.status, str(exc), exc.code)
 
 
 async def _store_error(request: Request, exc: StoreError) -> JSONResponse:

@@ -141,14 +141,30 @@ class Guard:
                     f"{self.max_body} bytes: post results in smaller batches",
                 )
                 return
+        if scope["method"] in ("POST", "PUT", "PATCH") and path.startswith("/api/"):
+            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media and media != b"application/json":
+                await self._refuse(
+                    send, 422, "the body must be JSON sent with 'Content-Type: application/json'"
+                )
+                return
         received = 0
         limit = self.max_body
+        first = True
 
         async def bounded_receive() -> Message:
-            nonlocal received
+            nonlocal received, first
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                if first and body:
+                    first = False
+                    if body.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
+                        raise HTTPException(
+                            422,
+                            "body is not valid JSON: it must be UTF-8 encoded JSON without a byte-order mark",
+                        )
+                received += len(body)
                 if received > limit:
                     # FastAPI passes HTTPException raised while reading the body through to its handler.
                     raise HTTPException(

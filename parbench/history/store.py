@@ -184,6 +184,10 @@ def _result_where(i: int, result: Any) -> str:
     return where
 
 
+def _hint(exc: Exception) -> str:
+    return " (is it an SQLite file?)" if "not a database" in str(exc) else ""
+
+
 def _with_dates(df: Any, what: str) -> Any:
     """`created_utc` parsed; rows whose date no reader can parse (stored by an older collector)
     are dropped with a warning rather than failing every report over the whole store."""
@@ -214,7 +218,10 @@ class Store:
         self.path = Path(path)
         if self.path.is_dir():
             raise StoreError(f"store path {self.path} is a folder; give a file name like results.sqlite")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of store {self.path}: {exc}") from exc
         self._local = threading.local()
         self._all_connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -232,7 +239,7 @@ class Store:
                 conn.execute("PRAGMA foreign_keys = ON")
                 mode = self._switch_to_wal(conn)
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot open store {self.path}: {exc} (is it an SQLite file?)") from exc
+                raise StoreError(f"cannot open store {self.path}: {exc}{_hint(exc)}") from exc
             if mode.lower() != "wal":
                 raise StoreError(
                     f"store {self.path}: cannot switch to WAL mode (got {mode}); "
@@ -319,7 +326,7 @@ class Store:
                             conn.execute(statement)
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc} (is it an SQLite file?)") from exc
+            raise StoreError(f"cannot open store {self.path}: {exc}{_hint(exc)}") from exc
 
     def schema_version(self) -> int:
         return int(self._connect().execute("SELECT MAX(version) FROM schema_version").fetchone()[0])

@@ -320,3 +320,52 @@ def test_samples_per_request_are_capped(store_path) -> None:
         assert r.status_code == 422
         assert "2100000 samples" in r.json()["reason"] and "at most 2000000" in r.json()["reason"]
     assert _stored(store_path) == (1, 0)
+
+
+# -- 11. low: clear answers for what the docs refuse ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"results": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nested too deeply"),
+        (b'{"results": [{"run_index": ' + b"7" * 5000 + b"}]}", "number with more than"),
+        (b"\xef\xbb\xbf" + json.dumps({"results": [make_result(0)]}).encode(), "byte-order mark"),
+        (json.dumps({"results": [make_result(0)]}).encode("utf-16"), "UTF-8"),
+    ],
+    ids=["deep", "long-number", "bom", "utf-16"],
+)
+def test_unreadable_bodies_are_refused_with_their_real_cause(client, store_path, body, reason) -> None:
+    assert client.put(f"/api/v1/runs/{RUN}", json=device_run(RUN), headers=AUTH).status_code == 201
+    r = client.post(f"/api/v1/runs/{RUN}/results", content=body, headers=JSON)
+    assert r.status_code == 422, r.text
+    assert reason in r.json()["reason"]
+    assert _stored(store_path) == (1, 0)
+
+
+def test_json_suffix_media_types_are_refused(client, store_path) -> None:
+    assert client.put(f"/api/v1/runs/{RUN}", json=device_run(RUN), headers=AUTH).status_code == 201
+    r = client.post(
+        f"/api/v1/runs/{RUN}/results",
+        content=json.dumps({"results": [make_result(0)]}),
+        headers={**AUTH, "Content-Type": "application/vnd.x+json"},
+    )
+    assert r.status_code == 422 and "Content-Type: application/json" in r.json()["reason"]
+    assert _stored(store_path) == (1, 0)
+
+
+def test_broken_fixture_set_is_503_unavailable(own_set, tmp_path) -> None:
+    app = create_app(tmp_path / "s.sqlite", TOKEN, fixtures_dir=own_set, cache_dir=tmp_path / "zips")
+    with TestClient(app) as c:
+        (own_set / "manifest.json").write_text("{not json")
+        r = c.get("/api/v1/fixtures/manifest", headers=AUTH)
+    assert r.status_code == 503 and r.json()["error"] == "unavailable"
+
+
+def test_store_path_problems_are_store_errors(tmp_path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        Store(tmp_path / "file" / "sub" / "s.sqlite")
+    (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match="is it an SQLite file"):
+        Store(tmp_path / "junk.sqlite")
