@@ -17,6 +17,7 @@ compared by the sha256 of the record's canonical JSON (sorted keys, every field,
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import statistics
 import threading
@@ -222,6 +223,13 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the folder of store {self.path}: {exc}") from exc
+        try:
+            # A new store is readable by its owner only; SQLite gives its -wal and -shm the same mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create store {self.path}: {exc}") from exc
         self._local = threading.local()
         self._all_connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()

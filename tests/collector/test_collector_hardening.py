@@ -369,3 +369,10 @@ def test_store_path_problems_are_store_errors(tmp_path) -> None:
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError, match="is it an SQLite file"):
         Store(tmp_path / "junk.sqlite")
+
+
+def test_new_store_files_are_private(store_path) -> None:
+    with Store(store_path) as store:
+        store.put_run({"run_id": RUN, **device_run(RUN)})
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in store_path.parent.glob("collector.sqlite*")}
+    assert modes and set(modes.values()) == {0o600}, modes
