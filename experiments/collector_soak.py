@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -222,6 +223,7 @@ def main(
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+        shutil.rmtree(work, ignore_errors=True)
     figures: dict[str, Any] = {
         "clients": clients,
         "posts_per_client": posts,
