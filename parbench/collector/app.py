@@ -9,7 +9,11 @@ validation), never HTML.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +25,17 @@ from starlette.routing import Match
 
 import parbench
 from parbench.collector.fixtures_view import FixtureServeError, FixtureView
-from parbench.collector.guard import API_PREFIX, Guard, error_response
+from parbench.collector.guard import API_PREFIX, Guard, check_token, error_response
 from parbench.collector.routes import API_VERSION, ROUTERS, UnknownFixture
 from parbench.errors import ConfigError, RunConflictError, RunNotFoundError, StoreError
 from parbench.history.store import Store
+from parbench.records.device import MAX_SAMPLES_PER_REQUEST
+
+log = logging.getLogger("parbench.collector")
 
 __all__ = ["API_PREFIX", "API_VERSION", "DEFAULT_MAX_BODY_MB", "create_app"]
 
-DEFAULT_MAX_BODY_MB = 32
+DEFAULT_MAX_BODY_MB = 8
 
 
 def _validation_reason(
@@ -63,6 +70,14 @@ def _validation_reason(
     return reason, clean
 
 
+def _unparsable_reason(cause: BaseException | None) -> str:
+    if isinstance(cause, RecursionError):
+        return "body is not readable JSON: it is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return f"body is not readable JSON: it holds a number with more than {sys.get_int_max_str_digits()} digits"
+    return "body is not valid JSON: it must be UTF-8 encoded JSON"
+
+
 # -- error handlers ------------------------------------------------------------------------------
 
 
@@ -70,8 +85,8 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     status, reason = exc.status_code, str(exc.detail)
     headers = dict(getattr(exc, "headers", None) or {})
     if status == 400 and reason == "There was an error parsing the body":
-        # FastAPI's answer to a body that is not UTF-8: malformed JSON like any other
-        status, reason = 422, "body is not valid JSON: it must be UTF-8 encoded JSON"
+        # FastAPI's answer to a body json.loads could not read: named by its cause
+        status, reason = 422, _unparsable_reason(exc.__cause__)
     elif status == 405:
         # Starlette names only the first route matching the path; list every method it has
         # (from the routers themselves: included routers are not flat in app.router.routes).
@@ -98,8 +113,9 @@ async def _unknown_fixture(request: Request, exc: UnknownFixture) -> JSONRespons
 
 
 async def _fixture_error(request: Request, exc: FixtureServeError) -> JSONResponse:
-    status = exc.status if exc.status < 500 else 503
-    return error_response(status, str(exc), exc.code)
+    if exc.status >= 500:
+        return error_response(503, str(exc), "unavailable")
+    return error_response(exc.status, str(exc), exc.code)
 
 
 async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -107,18 +123,41 @@ async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
     return error_response(status, str(exc))
 
 
-async def _busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
-    # The store stayed locked past busy_timeout: a server-side condition; the client retries.
-    return error_response(503, f"results store is busy ({exc}); retry shortly", headers={"Retry-After": "2"})
+async def _store_failure(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        # The store stayed locked past busy_timeout: a passing condition; the client retries.
+        return error_response(
+            503, f"results store is busy ({text}); retry shortly", headers={"Retry-After": "2"}
+        )
+    log.error("results store failed on %s %s: %s", request.method, request.url.path, text)
+    status = 507 if "full" in text else 500
+    return error_response(
+        status,
+        f"results store failed ({text}); do not retry: the collector's operator must fix the store "
+        "(permissions, disk space, the file itself)",
+        "store",
+    )
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with its traceback by the server; the client gets JSON without internals.
+    return error_response(
+        500,
+        f"internal error ({type(exc).__name__}) while handling {request.method} {request.url.path}; "
+        "it is in the collector's log: report it rather than retrying",
+        "internal",
+    )
 
 
 _HANDLERS: dict[Any, Any] = {
+    Exception: _internal,
     HTTPException: _http_error,
     RequestValidationError: _invalid,
     UnknownFixture: _unknown_fixture,
     FixtureServeError: _fixture_error,
     StoreError: _store_error,
-    sqlite3.OperationalError: _busy,
+    sqlite3.OperationalError: _store_failure,
 }
 
 
@@ -134,14 +173,23 @@ def create_app(
     `fixtures_dir`, when given, is a fixture set served to devices; posted results must then
     name a model/variant/size it knows.  `cache_dir` holds zips of folder artifacts.
     """
-    if not token or any(c.isspace() for c in token) or not token.isascii():
-        raise ConfigError("the collector token must be a non-empty ASCII string without spaces")
+    try:
+        check_token(token, "127.0.0.1")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if max_body_bytes < 1024:
         raise ConfigError(f"max_body_bytes must be at least 1024, got {max_body_bytes}")
     store = Store(store_path)
     fixtures = FixtureView(fixtures_dir, cache_dir) if fixtures_dir is not None else None
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # On a clean stop, move the WAL into the main file so that it alone is a complete copy.
+        store.close(checkpoint=True)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="parbench collector",
         version=parbench.__version__,
         description="Serves a fixture set to devices and stores their runs and results. "
@@ -150,6 +198,7 @@ def create_app(
     )
     app.state.store = store
     app.state.fixtures = fixtures
+    app.state.limits = {"max_body_bytes": max_body_bytes, "max_samples_per_request": MAX_SAMPLES_PER_REQUEST}
     app.add_middleware(Guard, token=token, max_body_bytes=max_body_bytes)
     for router in ROUTERS:
         app.include_router(router)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from parbench.errors import FixtureError, ParbenchError
+from parbench.errors import ConfigError, FixtureError, ParbenchError
 from parbench.records import manifest as records_manifest
 from parbench.records.manifest import MANIFEST, FixtureManifest
 
@@ -26,6 +27,35 @@ class FixtureServeError(ParbenchError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+def default_cache_dir() -> Path:
+    """Zips of folder artifacts: in the user's own cache folder, never a shared temp folder."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "parbench" / "collector"
+
+
+def private_dir(path: Path) -> Path:
+    """`path` created 0700 if missing; ConfigError unless it is a folder of this user that no one
+    else may write to or read (another user could otherwise plant the zips served to devices)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError as exc:
+        raise ConfigError(f"cannot create the zip cache folder {path}: {exc}; give --cache-dir") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"zip cache {path} is not a folder (a symlink?); give --cache-dir a private folder")
+    if st.st_uid != os.getuid():
+        raise ConfigError(
+            f"zip cache folder {path} is owned by uid {st.st_uid}, not by this user ({os.getuid()}); "
+            "give --cache-dir a private folder of your own"
+        )
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"zip cache folder {path} has mode {stat.S_IMODE(st.st_mode):04o}, open to other users; "
+            f"run `chmod 700 {path}` or give --cache-dir a private folder"
+        )
+    return path
 
 
 def load_manifest(root: Path) -> FixtureManifest:
@@ -67,7 +97,8 @@ class FixtureView:
 
     def __init__(self, root: str | Path, cache_dir: str | Path | None = None) -> None:
         self.root = Path(root).resolve()
-        self.cache_dir = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "parbench-collector"
+        self.cache_dir = private_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+        self._zip_sha: dict[Path, str] = {}
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._sha_cache: dict[tuple[str, int, int], str] = {}
@@ -133,13 +164,31 @@ class FixtureView:
         if not path.is_relative_to(self.root):
             raise FixtureServeError(f"{rel!r} points outside the fixture set", 400, "bad_path")
         if path.is_dir():
-            zpath = self._zip_folder(path)
-            return ServedFile(zpath, self._sha256(zpath), "application/zip", True)
+            zpath, sha = self._zip_folder(path, rel)
+            return ServedFile(zpath, sha, "application/zip", True)
         if not path.is_file():
             raise FixtureServeError(
                 f"{rel!r} is listed in the manifest but missing on disk (rebuild the fixture set)"
             )
         return ServedFile(path, self._sha256(path), "application/octet-stream", False)
+
+    def _folder_files(self, folder: Path, rel: str) -> list[Path]:
+        """The files of a folder artifact; 400 bad_path for a symlink leaving the set or to a folder."""
+        files = []
+        for dirpath, dirnames, filenames in os.walk(folder):
+            for name in dirnames + filenames:
+                p = Path(dirpath) / name
+                inner = f"{rel}/{p.relative_to(folder).as_posix()}"
+                if p.is_symlink() and (p.is_dir() or not p.resolve().is_relative_to(self.root)):
+                    raise FixtureServeError(
+                        f"{inner!r} is a symlink to {'a folder' if p.is_dir() else 'a file outside the set'} "
+                        f"({os.readlink(p)}): the folder artifact is refused; replace the link by the file",
+                        400,
+                        "bad_path",
+                    )
+                if name in filenames and p.is_file():
+                    files.append(p)
+        return sorted(files)
 
     def _sha256(self, path: Path) -> str:
         st = path.stat()
@@ -153,9 +202,11 @@ class FixtureView:
             sha = self._sha_cache[key] = h.hexdigest()
         return sha
 
-    def _zip_folder(self, folder: Path) -> Path:
-        """A deterministic zip of `folder` (entries relative to its parent), cached by content stamp."""
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
+    def _zip_folder(self, folder: Path, rel: str) -> tuple[Path, str]:
+        """A deterministic zip of `folder` (entries relative to its parent) and its sha256, cached by
+        content stamp.  A cached zip is served only when its bytes still hash to what this process
+        wrote; otherwise (another process's zip, or a changed file) it is rebuilt."""
+        files = self._folder_files(folder, rel)
         stamp = hashlib.sha256()
         for p in files:
             st = p.stat()
@@ -163,9 +214,10 @@ class FixtureView:
                 f"{p.relative_to(folder.parent).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
             )
         target = self.cache_dir / f"{folder.name}-{stamp.hexdigest()[:32]}.zip"
-        if target.is_file():
-            return target
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            known = self._zip_sha.get(target)
+        if known is not None and target.is_file() and _file_sha256(target) == known:
+            return target, known
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -176,8 +228,19 @@ class FixtureView:
                     with p.open("rb") as src, zf.open(info, "w") as dst:
                         for block in iter(lambda s=src: s.read(1 << 20), b""):
                             dst.write(block)
+            sha = _file_sha256(Path(tmp))
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return target
+        with self._lock:
+            self._zip_sha[target] = sha
+        return target, sha
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

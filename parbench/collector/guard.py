@@ -4,14 +4,25 @@ never reaches the store.  Also the one shape of every error body (docs/collector
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
 import secrets
+import time
 from typing import Any
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("parbench.collector")
+
 API_PREFIX = "/api/v1"
+MIN_TOKEN_CHARS = 16
+# A wrong token from a client waits FAIL_DELAY_S times its recent failures (at most MAX_FAIL_DELAY_S).
+FAIL_DELAY_S = 0.1
+MAX_FAIL_DELAY_S = 2.0
+FAIL_MEMORY_S = 300.0
 OPEN_PATHS = frozenset({f"{API_PREFIX}/health"})
 ERROR_CODES = {
     400: "bad_request",
@@ -37,6 +48,27 @@ def error_response(
     return JSONResponse(error_body(status, reason, code, **more), status_code=status, headers=headers)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_token(token: str, host: str) -> None:
+    """ValueError unless `token` may guard a collector listening on `host`."""
+    if not token or any(c.isspace() for c in token) or not token.isascii():
+        raise ValueError("the collector token must be a non-empty ASCII string without spaces")
+    if len(token) < MIN_TOKEN_CHARS and not is_loopback(host):
+        raise ValueError(
+            f"a collector listening on {host} needs a token of at least {MIN_TOKEN_CHARS} characters "
+            f"(this one has {len(token)}): make one with `openssl rand -hex 16` and give it with "
+            "--token-file or PARBENCH_COLLECTOR_TOKEN, or leave the token out to have one generated"
+        )
+
+
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
@@ -48,6 +80,19 @@ class Guard:
         self.app = app
         self.token = token.encode()
         self.max_body = max_body_bytes
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    async def _slow_down(self, client: str, problem: str) -> None:
+        """Guessing tokens gets slower the more a client guesses (the wait does not block others)."""
+        now = time.monotonic()
+        count, last = self._failures.get(client, (0, now))
+        count = 1 if now - last > FAIL_MEMORY_S else count + 1
+        if len(self._failures) > 10_000:
+            self._failures.clear()
+        self._failures[client] = (count, now)
+        if count in (1, 10, 100) or count % 1000 == 0:
+            log.warning("refused request from %s (%s); %d failed attempts", client, problem, count)
+        await asyncio.sleep(min(FAIL_DELAY_S * count, MAX_FAIL_DELAY_S))
 
     async def _refuse(
         self, send: Send, status: int, reason: str, headers: dict[str, str] | None = None
@@ -73,6 +118,11 @@ class Guard:
         path = scope["path"]
         if path.startswith("/api/") and path.rstrip("/") not in OPEN_PATHS:
             problem = self._auth_problem(headers)
+            client = (scope.get("client") or ("?", 0))[0]
+            if problem and not problem.startswith("missing"):
+                await self._slow_down(client, problem)
+            elif not problem:
+                self._failures.pop(client, None)
             if problem:
                 await self._refuse(send, 401, problem, {"WWW-Authenticate": "Bearer"})
                 return
@@ -91,14 +141,30 @@ class Guard:
                     f"{self.max_body} bytes: post results in smaller batches",
                 )
                 return
+        if scope["method"] in ("POST", "PUT", "PATCH") and path.startswith("/api/"):
+            media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if media and media != b"application/json":
+                await self._refuse(
+                    send, 422, "the body must be JSON sent with 'Content-Type: application/json'"
+                )
+                return
         received = 0
         limit = self.max_body
+        first = True
 
         async def bounded_receive() -> Message:
-            nonlocal received
+            nonlocal received, first
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                body = message.get("body", b"")
+                if first and body:
+                    first = False
+                    if body.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or b"\x00" in body[:4]:
+                        raise HTTPException(
+                            422,
+                            "body is not valid JSON: it must be UTF-8 encoded JSON without a byte-order mark",
+                        )
+                received += len(body)
                 if received > limit:
                     # FastAPI passes HTTPException raised while reading the body through to its handler.
                     raise HTTPException(

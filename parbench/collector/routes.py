@@ -97,8 +97,9 @@ ROUTERS = (service, fixtures, runs)
 
 
 @service.get("/health", response_model=Health)
-def health(store: StoreDep, served: ServedOrNone) -> Health:
+def health(request: Request, store: StoreDep, served: ServedOrNone) -> Health:
     return Health(
+        limits=request.app.state.limits,
         status="ok",
         api_version=API_VERSION,
         parbench=parbench.__version__,

@@ -17,10 +17,12 @@ compared by the sha256 of the record's canonical JSON (sorted keys, every field,
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import statistics
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,6 +185,30 @@ def _result_where(i: int, result: Any) -> str:
     return where
 
 
+def _hint(exc: Exception) -> str:
+    return " (is it an SQLite file?)" if "not a database" in str(exc) else ""
+
+
+def _with_dates(df: Any, what: str) -> Any:
+    """`created_utc` parsed; rows whose date no reader can parse (stored by an older collector)
+    are dropped with a warning rather than failing every report over the whole store."""
+    import pandas as pd
+
+    parsed = pd.to_datetime(df["created_utc"], utc=True, format="ISO8601", errors="coerce")
+    bad = parsed.isna() & df["created_utc"].notna()
+    if bad.any():
+        runs = sorted(set(df.loc[bad, "run_id"]))
+        warnings.warn(
+            f"{what}: {len(runs)} run(s) skipped, their created_utc is not an RFC 3339 date-time: "
+            + ", ".join(
+                f"{r} ({c})" for r, c in df.loc[bad, ["run_id", "created_utc"]].drop_duplicates().values[:5]
+            )
+            + "; fix them with `UPDATE runs SET created_utc = ... WHERE run_id = ...`",
+            stacklevel=3,
+        )
+    return df.assign(created_utc=parsed)[~bad].reset_index(drop=True)
+
+
 class Store:
     """The results history in one SQLite file (created with its schema if missing).
 
@@ -193,7 +219,17 @@ class Store:
         self.path = Path(path)
         if self.path.is_dir():
             raise StoreError(f"store path {self.path} is a folder; give a file name like results.sqlite")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of store {self.path}: {exc}") from exc
+        try:
+            # A new store is readable by its owner only; SQLite gives its -wal and -shm the same mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot create store {self.path}: {exc}") from exc
         self._local = threading.local()
         self._all_connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -211,7 +247,7 @@ class Store:
                 conn.execute("PRAGMA foreign_keys = ON")
                 mode = self._switch_to_wal(conn)
             except sqlite3.DatabaseError as exc:
-                raise StoreError(f"cannot open store {self.path}: {exc} (is it an SQLite file?)") from exc
+                raise StoreError(f"cannot open store {self.path}: {exc}{_hint(exc)}") from exc
             if mode.lower() != "wal":
                 raise StoreError(
                     f"store {self.path}: cannot switch to WAL mode (got {mode}); "
@@ -251,7 +287,13 @@ class Store:
         else:
             conn.execute("COMMIT")
 
-    def close(self) -> None:
+    def close(self, checkpoint: bool = False) -> None:
+        """Close every connection; `checkpoint` first moves the WAL into the main file."""
+        if checkpoint:
+            try:
+                self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError:
+                pass  # another process holds the store; its last close checkpoints
         with self._lock:
             for conn in self._all_connections:
                 conn.close()
@@ -292,7 +334,7 @@ class Store:
                             conn.execute(statement)
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc} (is it an SQLite file?)") from exc
+            raise StoreError(f"cannot open store {self.path}: {exc}{_hint(exc)}") from exc
 
     def schema_version(self) -> int:
         return int(self._connect().execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
@@ -511,8 +553,7 @@ class Store:
         df = pd.DataFrame(
             [_decode(r, RESULTS_TABLE_COLUMNS, _RESULT_JSON) for r in rows], columns=RESULTS_TABLE_COLUMNS
         )
-        df["created_utc"] = pd.to_datetime(df["created_utc"], utc=True, format="ISO8601")
-        return df
+        return _with_dates(df, "results")
 
     def runs(self, source: str | None = None) -> pd.DataFrame:
         """One row per run (newest first) with flattened device/runtime columns and n_results."""
@@ -528,5 +569,4 @@ class Store:
         df = pd.DataFrame(
             [_decode(r, RUNS_TABLE_COLUMNS, _RUN_JSON) for r in rows], columns=RUNS_TABLE_COLUMNS
         )
-        df["created_utc"] = pd.to_datetime(df["created_utc"], utc=True, format="ISO8601")
-        return df
+        return _with_dates(df, "runs")

@@ -11,6 +11,7 @@ generated from :class:`ResultsIn` (``parbench schema``).
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from parbench.records.ids import ModelName, VariantName
 
 MAX_JSON_DEPTH = 16
+MAX_SAMPLES_PER_REQUEST = 2_000_000
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9._-]{8,128}$"
 RunId = Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)]
@@ -29,15 +31,49 @@ ThermalState = Literal["nominal", "fair", "serious", "critical"]
 ComputeUnits = Literal["cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine", "all"]
 
 
+def _printable(key: str) -> str:
+    return key.encode("utf-8", "backslashreplace").decode()
+
+
+def _check_str(value: str, where: str) -> None:
+    """Text must be valid Unicode: a lone UTF-16 surrogate cannot be written as UTF-8, so a row
+    holding one could be stored but never served back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = value[exc.start : exc.end].encode("unicode_escape").decode()
+        raise ValueError(
+            f"{where or 'value'} holds {bad}, a lone UTF-16 surrogate: send valid Unicode text (UTF-8)"
+        ) from None
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Every string and key in `value` (typed fields included) is valid Unicode."""
+    if isinstance(value, str):
+        _check_str(value, where)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            inner = f"{where}.{_printable(str(k))}"
+            _check_str(str(k), inner)
+            _check_text(v, inner)
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_text(v, f"{where}[{i}]")
+
+
 def _check_json(value: Any, where: str = "", depth: int = 0) -> None:
-    """Free-form JSON must be finite (no NaN/Infinity) and not absurdly deep."""
+    """Free-form JSON must be finite (no NaN/Infinity), valid Unicode and not absurdly deep."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH} levels at {where or 'top'}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where or 'value'} is {value}: only finite numbers are allowed")
-    if isinstance(value, dict):
+    if isinstance(value, str):
+        _check_str(value, where)
+    elif isinstance(value, dict):
         for k, v in value.items():
-            _check_json(v, f"{where}.{k}" if where else str(k), depth + 1)
+            key = _printable(str(k))
+            _check_str(str(k), f"{where}.{key}" if where else key)
+            _check_json(v, f"{where}.{key}" if where else key, depth + 1)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _check_json(v, f"{where}[{i}]", depth + 1)
@@ -48,11 +84,19 @@ def _finite_json(value: Any) -> Any:
     return value
 
 
+# RFC 3339 with an upper-case T and Z; no offset means UTC (pytest-benchmark writes naive times).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?")
+
+
 def _iso_datetime(value: str) -> str:
+    problem = "must be an RFC 3339 date-time such as 2026-11-23T12:00:00Z or 2026-11-23T13:00:00.5+01:00"
+    match = _RFC3339.fullmatch(value)
+    if not match:
+        raise ValueError(problem)
     try:
-        datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError("must be an ISO 8601 date-time such as 2026-11-23T12:00:00Z") from None
+        datetime.fromisoformat(value[:19] + (match.group(2) or "").replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"{problem} ({exc})") from None
     return value
 
 
@@ -108,6 +152,13 @@ class RunIn(_Strict):
     fixture_set: FreeJson | None = None
 
     @model_validator(mode="after")
+    def _valid_unicode(self) -> RunIn:
+        for name in ("device", "runtime", "commit", "env", "created_utc"):
+            value = getattr(self, name)
+            _check_text(value.model_dump() if isinstance(value, BaseModel) else value, name)
+        return self
+
+    @model_validator(mode="after")
     def _device_runs_name_device(self) -> RunIn:
         if self.source == "device" and self.device is None:
             raise ValueError("a device run needs 'device': {'model': 'iPhone15,2', 'os': 'iOS 18.1'}")
@@ -152,6 +203,12 @@ class ResultIn(_Strict):
     extra: FreeJson | None = None
 
     @model_validator(mode="after")
+    def _valid_unicode(self) -> ResultIn:
+        for name in ("model", "variant", "case", "executor", "metrics", "error"):
+            _check_text(getattr(self, name), name)
+        return self
+
+    @model_validator(mode="after")
     def _success_has_timings(self) -> ResultIn:
         if self.error is None:
             missing = [k for k in ("load_ms", "first_run_ms") if getattr(self, k) is None]
@@ -172,6 +229,16 @@ RESULT_FIELDS: tuple[str, ...] = tuple(ResultIn.model_fields)
 
 class ResultsIn(_Strict):
     results: Annotated[list[ResultIn], Field(min_length=1, max_length=10_000)]
+
+    @model_validator(mode="after")
+    def _bounded_samples(self) -> ResultsIn:
+        total = sum(len(r.samples_ns) for r in self.results)
+        if total > MAX_SAMPLES_PER_REQUEST:
+            raise ValueError(
+                f"results hold {total} samples, at most {MAX_SAMPLES_PER_REQUEST} per request: "
+                "post them in several requests"
+            )
+        return self
 
 
 class CompleteIn(_Strict):
@@ -256,6 +323,7 @@ class Health(BaseModel):
     store_schema_version: int
     fixtures: bool
     server_time_utc: str
+    limits: dict[str, int] | None = None
 
 
 class ErrorOut(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,8 +23,13 @@ def _parity_matrix(parity: pd.DataFrame) -> pd.DataFrame:
     return m
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _md_cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A table cell: HTML-escaped (Markdown renders raw HTML), no control characters, no '|'."""
+    text = html.escape(_CONTROL.sub(" ", str(value)), quote=False)
+    return text.replace("|", "\\|")
 
 
 def _md_table(df: pd.DataFrame, index_name: str, right: Sequence[str] = ()) -> str:

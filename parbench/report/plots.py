@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 def latency_svg(t: ModelTable, summary: pd.DataFrame) -> str:
     """One model's median latency against input size, a line per form (device columns dashed),
     IQR as error bars; an ``<svg>`` element to inline in HTML."""
+    # Labels are device names: never parse them as mathtext ('iPhone $\\x$' would fail the report).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _latency_svg(t, summary)
+
+
+def _latency_svg(t: ModelTable, summary: pd.DataFrame) -> str:
     sub = summary[(summary["model"] == t.model) & summary["median_ms"].notna()]
     fig = Figure(figsize=(7.5, 3.8), dpi=100)
     ax = fig.subplots()

@@ -283,7 +283,7 @@ def _nested(depth: int) -> dict:
     ("over", "reason"),
     [
         ({"device": None}, "a device run needs 'device'"),
-        ({"created_utc": "last tuesday"}, "created_utc: must be an ISO 8601"),
+        ({"created_utc": "last tuesday"}, "created_utc: must be an RFC 3339"),
         ({"runtime": {"name": "Core ML", "version": "8"}}, "runtime.name: String should match pattern"),
         ({"env": {"torch": 2.13}}, "env.torch: Input should be a valid string"),
         ({"source": "cloud"}, "source: Input should be 'device' or 'host'"),

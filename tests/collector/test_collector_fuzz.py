@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from support.collector_helpers import AUTH, TOKEN, build_fixture_set, device_run, make_result
+from support.collector_strategies import ODD_DATES
 
 from parbench.collector.app import create_app
 
@@ -26,7 +27,7 @@ MAX_EXAMPLES = 40
 
 _work = Path(tempfile.mkdtemp(prefix="parbench-fuzz-"))
 atexit.register(shutil.rmtree, _work, ignore_errors=True)
-# The default body limit (32 MiB): generated lists over maxItems must reach validation (422).
+# The default body limit (8 MiB): generated lists over maxItems must reach validation (422).
 _app = create_app(
     _work / "fuzz.sqlite", TOKEN, fixtures_dir=build_fixture_set(_work / "set"), cache_dir=_work / "zips"
 )
@@ -36,6 +37,8 @@ with TestClient(_app) as _c:  # a run with a result, so some generated requests 
         "/api/v1/runs/fuzz-run-0001/results", json={"results": [make_result(0)]}, headers=AUTH
     ).raise_for_status()
 
+# created_utc and other date-times: valid RFC 3339 and the forms the store's readers cannot parse
+schemathesis.openapi.format("date-time", ODD_DATES)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app)
 
 

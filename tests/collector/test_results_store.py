@@ -59,7 +59,7 @@ def test_put_run_is_idempotent_and_refuses_changed_metadata(tmp_path: Path) -> N
         ({"run_id": "bad/slash-id"}, "run_id: String should match pattern"),
         ({"source": "cloud"}, "source: Input should be 'device' or 'host'"),
         ({"created_utc": "yesterday"}, "created_utc: String should have at least 10 characters"),
-        ({"created_utc": "the day before"}, "created_utc: must be an ISO 8601 date-time"),
+        ({"created_utc": "the day before"}, "created_utc: must be an RFC 3339 date-time"),
         ({"device": None}, "a device run needs 'device'"),
         ({"device": {"model": "iPhone15,2"}}, "device.os: Field required"),
         ({"runtime": {"version": "1"}}, "runtime.name: Field required"),

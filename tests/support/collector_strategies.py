@@ -1,0 +1,58 @@
+"""Hypothesis strategies for what a hostile or broken client may put in the collector's free-form
+fields: lone UTF-16 surrogates, odd date forms, huge and tiny numbers, NaN, deep nesting."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+SURROGATES = st.sampled_from(["\ud800", "\udfff", "a\udbffb", "\udc00\ud800"])
+TEXT = st.one_of(
+    st.text(max_size=12), SURROGATES, st.builds(lambda a, b: a + b, st.text(max_size=4), SURROGATES)
+)
+NUMBERS = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, 5e-324, -0.0, 10**4000, 2**63, -(2**63) - 1]),
+)
+SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT)
+FREE_JSON = st.dictionaries(
+    TEXT,
+    st.recursive(
+        SCALARS,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+
+
+def _nest(depth: int) -> dict:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return {"deep": value}
+
+
+DEEP_JSON = st.integers(min_value=12, max_value=24).map(_nest)
+ODD_DATES = st.one_of(
+    st.sampled_from(
+        [
+            "2026-11-23T12:00:00Z",
+            "2026-11-23T12:00:00.123456789+14:00",
+            "2026-11-23T12:00:00",
+            "2026-W48-1T12:00:00",
+            "2026-11-23x12:00:00",
+            "2026-11-23 12:00:00Z",
+            "20261123T120000Z",
+            "2026-11-23",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "2026-02-30T00:00:00Z",
+            "2026-11-23T12:00:00+99:00",
+            "2026-11-23T24:00:00Z",
+            "2026-11-23t12:00:00z",
+        ]
+    ),
+    st.text(min_size=10, max_size=40),
+    st.builds(lambda s: "2026-11-23T12:00:00" + s, st.text(max_size=6)),
+)
