@@ -83,6 +83,19 @@ class LocaliseError(ParbenchError, RuntimeError):
     """The form's intermediates could not be obtained; the message says why and what to do."""
 
 
+def check_supported(variant: str) -> None:
+    """LocaliseError naming the forms that can be localised, when ``variant`` is not one of them."""
+    if variant not in SUPPORTED:
+        raise LocaliseError(
+            f"localise does not read intermediates of {variant!r}; supported forms: {', '.join(SUPPORTED)}"
+            + (
+                " (localise coreml_fp16: it runs the same program with tensor inputs)"
+                if variant.startswith("coreml_image")
+                else ""
+            )
+        )
+
+
 @dataclasses.dataclass
 class FormRun:
     variant: str
@@ -632,15 +645,7 @@ def form_run(
     """The form's values for the eager layers it can carry.  ``backend``: the form built with its
     options (default: the registered one); ``source``: the artifact, or the request it is made
     from (exported into a temporary folder for the forms that read a file)."""
-    if variant not in SUPPORTED:
-        raise LocaliseError(
-            f"localise does not read intermediates of {variant!r}; supported forms: {', '.join(SUPPORTED)}"
-            + (
-                " (localise coreml_fp16: it runs the same program with tensor inputs)"
-                if variant.startswith("coreml_image")
-                else ""
-            )
-        )
+    check_supported(variant)
     backend = backend or get_backend(variant)
     if variant in NEEDS_REQUEST:
         if not isinstance(source, ExportRequest):

@@ -114,8 +114,11 @@ class LayerReport:
         return None if f.empty else str(f.iloc[0]["layer"])
 
     def largest_drops(self, n: int = 5) -> pd.DataFrame:
+        """The layers that lose the most SNR against the layers feeding them.  Layers fed only by
+        exact values (the model's inputs) are left out: their whole error is their SNR."""
         t = self.compared
-        return t[t.introduced_db > 0].sort_values("introduced_db", ascending=False).head(n)
+        t = t[(t.introduced_db > 0) & (t.input_snr_db < cmp.CAP_DB)]
+        return t.sort_values("introduced_db", ascending=False).head(n)
 
     def onset(self) -> str | None:
         """Does one layer start the damage, or does it build up?  Between the first compared layer
@@ -131,6 +134,11 @@ class LayerReport:
         steps = upstream.iloc[1:]
         top = steps.sort_values("introduced_db", ascending=False).iloc[0]
         total = float(start.snr_db - f.snr_db)
+        if total <= 0 or top.introduced_db <= 0:
+            return (
+                f"the damage starts at {f.layer}: {f.why} there, while the whole-tensor SNR did not fall "
+                f"before it ({start.snr_db:.1f} dB at {start.layer}, {f.snr_db:.1f} dB at {f.layer})"
+            )
         if total > 0 and top.introduced_db >= 0.5 * total:
             return f"the damage starts at {top.layer}: it loses {top.introduced_db:.1f} dB of the {total:.1f} dB lost before {f.layer}"
         return (
@@ -337,7 +345,7 @@ def _row_text(r: Any) -> str:
     fused = f" [with {r.fused_with}]" if r.fused_with else ""
     return (
         f"#{int(r.order):<4d} {r.layer} ({r.kind}){fused}: SNR {r.snr_db:6.1f} dB  cos {r.cosine:.5f}  "
-        f"ch-SNR {r.ch_snr_db:6.1f} dB  introduced {r.introduced_db:+.1f} dB  ({r.why})"
+        f"ch-SNR {r.ch_snr_db:6.1f} dB  introduced {-r.introduced_db:+.1f} dB  ({r.why})"
     )
 
 

@@ -22,7 +22,14 @@ from torch import nn
 from parbench import zoo
 from parbench.backends import get_backend
 from parbench.backends.base import Artifact, Backend, ExportRequest
-from parbench.diagnose.intermediates import NEEDS_REQUEST, SUPPORTED, LocaliseError, _tensors, form_run
+from parbench.diagnose.intermediates import (
+    NEEDS_REQUEST,
+    SUPPORTED,
+    LocaliseError,
+    _tensors,
+    check_supported,
+    form_run,
+)
 from parbench.diagnose.layer_report import LayerReport, compare_layers, layer_thresholds
 from parbench.diagnose.layers import record_eager
 from parbench.records.parity import FirstDivergence
@@ -261,7 +268,7 @@ def divergence_text(fd: FirstDivergence, command: str = "") -> str:
     if fd.how == "compared":
         values = (
             f"SNR {_db(fd.snr_db)}, cosine {fd.cosine:.5f}, channel SNR {_db(fd.ch_snr_db)}, "
-            f"introduced {_db(fd.introduced_db)} ({fd.reason})"
+            f"introduced {_change(fd.introduced_db)} ({fd.reason})"
             if fd.cosine is not None
             else fd.reason
         )
@@ -280,6 +287,11 @@ def divergence_text(fd: FirstDivergence, command: str = "") -> str:
 
 def _db(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f} dB"
+
+
+def _change(loss: float | None) -> str:
+    """An introduced error (SNR lost against the layer's inputs) as the SNR change it is."""
+    return "n/a" if loss is None else f"{-loss:+.1f} dB"
 
 
 @dataclasses.dataclass
@@ -315,3 +327,77 @@ class LocalisePolicy:
             return
         self.done[key] = r.id
         localise_failure(h, outcome, self.budget_s)
+
+
+@dataclasses.dataclass
+class BisectOutcome:
+    report: LayerReport
+    verdict: str  # the case's parity verdict, in one or two lines
+    case: str
+    artifact: str
+    fp16_text: str = ""  # Core ML fp16 forms: the same program at fp32 vs fp16 compute, op by op
+
+
+def with_options(h: Harness, model: str, variant: str, **options: Any) -> Harness:
+    """A harness over the same cache whose ``model`` uses ``options`` for ``variant`` (merged over
+    the model's own options for it)."""
+    spec = h.spec(model)
+    merged = {**spec.options.get(variant, {}), **options}
+    changed = dataclasses.replace(spec, options={**spec.options, variant: merged})
+    return Harness(cache_dir=h.cache_dir, log=h.log, registry={**h.registry, model: changed})
+
+
+def bisect_case(
+    h: Harness,
+    model: str,
+    variant: str,
+    size: int,
+    case: int = 0,
+    *,
+    keep_fp32: tuple[str, ...] = (),
+    thresholds: Mapping[str, float] | None = None,
+    budget_s: float | None = None,
+) -> BisectOutcome:
+    """What ``parbench bisect`` shows: the case's verdict (as the parity suite judges it) and the
+    localisation of that case; ``keep_fp32`` exports the int8 form with those modules left in fp32."""
+    from parbench.run.parity import check
+
+    check_supported(variant)
+    if keep_fp32:
+        h = with_options(h, model, variant, keep_fp32=tuple(keep_fp32))
+    h.backend(model, variant)  # a bad option is a ConfigError naming the model and form, before exporting
+    cases = h.cases(model, size)
+    if not 0 <= case < len(cases):
+        raise LocaliseError(
+            f"case {case}: {model} has {len(cases)} fixture cases at {size} px (0..{len(cases) - 1})"
+        )
+    r = check(h, model, variant, size).record
+    if r.verdict in ("skip", "error"):
+        raise LocaliseError(f"{model} {variant} at {size} px: {r.verdict}: {r.message}")
+    verdict = f"verdict: {r.verdict} ({r.message.splitlines()[0] if r.message else ''})"
+    if r.verdict == "fail":
+        verdict += "\n" + "\n".join(line for line in r.message.splitlines()[1:] if line.strip())
+    rep = localise_model(h, model, variant, size, case, thresholds=thresholds, budget_s=budget_s)
+    fp16 = ""
+    if variant == "coreml_fp16":
+        fp16 = _fp16_section(h, model, size, case, rep.thresholds)
+    art = h.artifact(model, variant, size)
+    return BisectOutcome(rep, verdict, cases[case].id, str(art.path), fp16)
+
+
+def _fp16_section(h: Harness, model: str, size: int, case: int, limits: Mapping[str, float]) -> str:
+    """The Core ML program run at fp32 against fp16 compute, op by op (``diagnose.bisect``)."""
+    from parbench.diagnose.bisect import bisect
+    from parbench.zoo.outputs import TorchOutputFlattening
+
+    art = h.artifact(model, "coreml_fp16", size)
+    found = bisect(
+        TorchOutputFlattening(h.module(model)).eval(),
+        art.path,
+        h.inputs(model, size, case),
+        threshold_snr=limits["snr_db"],
+        threshold_cos=limits["cosine"],
+    )
+    only = dataclasses.replace(found, table=found.table[found.table.comparison == "fp32_vs_fp16"], notes=[])
+    text = only.render()
+    return "\n".join(line for line in text.splitlines() if not line.startswith("eager PyTorch vs Core ML"))

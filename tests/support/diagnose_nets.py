@@ -163,3 +163,8 @@ def carries(report, path: str) -> bool:  # noqa: ANN001
     """Does the first flagged row of a LayerReport stand for ``path`` (its layer, or fused into it)?"""
     first = report.flagged.iloc[0]
     return first["layer"] == path or path in str(first["fused_with"] or "").split(",")
+
+
+def spiky_model() -> Spiky:
+    """A config factory (``support.diagnose_nets:spiky_model``) for the command-line tests."""
+    return make_spiky(Spiky())
