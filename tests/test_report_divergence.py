@@ -75,6 +75,10 @@ def test_html_shows_the_first_diverging_layer_and_the_snr_profile(tmp_path: Path
     assert 'aria-label="spiky · quantized_int8 · 64 px: SNR along the network"' in svg
     assert "limit 9.1 dB" in svg and ">spike<" in svg  # the limit line and the flagged layer's label
     assert not re.search(r"<metadata>|<script", section)
+    md = (tmp_path / "out" / "latency.md").read_text()
+    section = md.split("## Where failing forms depart from eager\n", 1)[1]
+    assert "- spiky · quantized_int8 · 64 px (fail): first diverging layer spike (Conv2d)" in section
+    assert "- spiky · executorch_int8 · 64 px (fail): not localised: not started" in section
 
 
 def test_views_order_failures_first_and_skip_records_without_localisation() -> None:

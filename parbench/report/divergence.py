@@ -94,3 +94,15 @@ def divergence_views(parity: pd.DataFrame) -> list[dict[str, Any]]:
         )
     order = {"fail": 0, "error": 1, "xfail": 2}
     return sorted(views, key=lambda v: order.get(v["verdict"], 3))
+
+
+def divergence_lines(parity: pd.DataFrame) -> list[str]:
+    """The localised cases as a Markdown section (no plots); empty when there are none."""
+    views = divergence_views(parity)
+    if not views:
+        return []
+    out = ["## Where failing forms depart from eager", ""]
+    for v in views:
+        onset = f"; {v['onset']}" if v["onset"] else ""
+        out.append(f"- {v['title']} ({v['verdict']}): {v['summary']}{onset}")
+    return [*out, ""]
