@@ -111,7 +111,10 @@ def bisect_command(
     click.echo(found.verdict)
     click.echo(rep.render(rows))
     if table:
-        click.echo("per-layer table (introduced: SNR change against the layers feeding it; << flagged):")
+        click.echo(
+            "per-layer table (introduced: SNR change against the layers feeding it, (inputs) when they are "
+            "exact; << flagged):"
+        )
         click.echo(rep.table_text())
     if found.fp16_text:
         click.echo(found.fp16_text)

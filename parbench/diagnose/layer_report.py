@@ -256,7 +256,12 @@ class LayerReport:
                     f"{int(r.order):>4}  {r.layer:<{width}}  {r.kind:<18} {r.status.upper()}: {r.why}"
                 )
                 continue
-            intro = "" if pd.isna(r.introduced_db) else f"{-r.introduced_db:+.1f}"
+            if pd.isna(r.introduced_db):
+                intro = ""
+            elif r.input_snr_db >= cmp.CAP_DB:
+                intro = "(inputs)"  # fed by exact values: its whole error, as its SNR says
+            else:
+                intro = f"{-r.introduced_db:+.1f}"
             lines.append(
                 f"{int(r.order):>4}  {r.layer:<{width}}  {str(r.kind)[:18]:<18} {r.snr_db:7.1f} "
                 f"{r.cosine:9.5f} {_num(r.ch_snr_db):>7} {intro:>10}  {'<<' if r.over else ''}"
