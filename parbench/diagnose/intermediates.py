@@ -489,6 +489,18 @@ def _returned_sources(graph: torch.fx.Graph) -> list[set[str]]:
 # -- quantized int8 (FX PTQ, Numeric Suite) ---------------------------------------------------------
 
 
+def _copying_logger(base: type) -> type:
+    """Numeric Suite's OutputLogger keeps a reference to the logged tensor; an in-place op after it
+    (a quantized ``ReLU6(inplace=True)``) would rewrite the logged value.  This one logs a copy."""
+
+    class CopyingOutputLogger(base):  # type: ignore[misc, valid-type]
+        def forward(self, x: Any) -> Any:
+            super().forward(x.clone() if isinstance(x, torch.Tensor) else x)
+            return x
+
+    return CopyingOutputLogger
+
+
 def run_quantized(
     eager: EagerRecord,
     req: ExportRequest,
@@ -528,7 +540,7 @@ def run_quantized(
         fmap = resolve(eager, fnodes, freturned, source="")
         layer_of = {fnames.get(k, k): p for p, k in fmap.where.items()}
         with quantized_engine(), quiet():
-            a, b = ns.add_loggers("fp32", float_gm, "int8", converted, ns.OutputLogger)
+            a, b = ns.add_loggers("fp32", float_gm, "int8", converted, _copying_logger(ns.OutputLogger))
             with torch.no_grad():
                 a(*xs)
                 b(*xs)
