@@ -1,5 +1,5 @@
 """Core ML forms in `pytest parity/` run (through the reference executor on Linux) and a broken
-conversion fails with a message naming the first diverging op."""
+conversion fails with a message naming the first diverging layer."""
 
 import pytest
 import torch
@@ -46,8 +46,11 @@ def test_broken_conversion_names_the_first_diverging_op(tmp_path, monkeypatch):
     localise_failure(harness, outcome)  # what the parity suite does with a failure
     result = outcome.record
     assert result.verdict == "fail"
-    assert "first diverging ops" in result.message
-    lines = result.message.split("first diverging ops")[1].splitlines()
-    first_row = next(line for line in lines if line.strip().startswith("#"))
-    # eager-vs-Core ML rows come first: the first op over threshold is the mangled conv itself
-    assert "body.1.expand.1]" in first_row and "conv" in first_row, result.message
+    fd = result.first_divergence
+    assert fd is not None and fd.status == "found", result.message
+    # the first layer over the fp32 limits is the mangled conv (or the norm it was folded into)
+    assert fd.layer.startswith("body.1.expand.1") or "body.1.expand.1" in fd.fused_with, result.message
+    assert (
+        f"first diverging layer (parbench bisect {name} --variant coreml_fp32 --size {size}): "
+        in result.message
+    )

@@ -43,6 +43,12 @@ def test_user_config_runs_and_reports_the_frozen_branch(tmp_path):
     failed = {k for k, v in verdicts.items() if v != "pass"}
     assert failed == {("shape_branch", "torchscript", 400), ("shape_branch", "lite", 400)}
     assert "shape_branch-torchscript-400" in out and "tracer warned" in out
+    # the failure is localised: the layer the frozen branch leaves out of the trace, in the record
+    by_case = {(r["model"], r["variant"], r["size"]): r for r in rows}
+    for variant in ("torchscript", "lite"):
+        fd = by_case[("shape_branch", variant, 400)]["first_divergence"]
+        assert (fd["status"], fd["layer"], fd["how"]) == ("found", "mix", "absent"), fd
+    assert "first diverging layer (parbench bisect shape_branch --variant torchscript --size 400): mix" in out
     # the end-of-run table lists every model with numbers
     assert "image_and_mask:" in out and "two_heads:" in out and "FAIL" in out
     # a second identical run converts nothing and says so

@@ -8,8 +8,9 @@ same C++ runtime an iOS app links.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,9 @@ from parbench.backends.export_support import (
     artifact_path,
     as_float32,
     calibration_batches,
+    check_module_paths,
     check_sizes,
+    checked_keep_fp32,
     checked_threads,
     existing_path,
     export_with_size_fallback,
@@ -107,8 +110,9 @@ class _ExecuTorchBase:
     suffix = ".pte"
     quantize = False
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, keep_fp32: Sequence[str] = ()):
         self.threads = checked_threads(threads)  # XNNPACK threadpool size at load (None: runtime default)
+        self.keep_fp32 = checked_keep_fp32(keep_fp32, self.name, self.quantize)
 
     def available(self) -> Availability:
         try:
@@ -134,18 +138,27 @@ class _ExecuTorchBase:
             "torch": torch.__version__,
             "executorch": version_of("executorch"),
             "torchao": version_of("torchao") if self.quantize else None,
-        }
+        } | ({"keep_fp32": list(self.keep_fp32)} if self.keep_fp32 else {})
 
     # -- export -----------------------------------------------------------------------------
-    def _program(self, req: ExportRequest, model: torch.nn.Module, dynamic: bool, meta: dict) -> bytes:
+    def exported_program(self, req: ExportRequest, dynamic: bool, meta: dict | None = None) -> Any:
+        """The ``torch.export`` program (PT2E-quantized for int8) that :meth:`export` lowers to
+        XNNPACK, for tools that work on the program before lowering (``parbench.diagnose``)."""
+        meta = {} if meta is None else meta
         shapes = torch_dynamic_shapes(req) if dynamic else None
+        model = TorchOutputFlattening(req.module).eval()
+        with quiet():
+            ep = torch.export.export(model, tuple(req.example_inputs), dynamic_shapes=shapes)
+            if self.quantize:
+                ep = self._quantize(req, ep, shapes, dynamic, meta)
+        return ep
+
+    def _program(self, req: ExportRequest, dynamic: bool, meta: dict) -> bytes:
+        ep = self.exported_program(req, dynamic, meta)
         with quiet():
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
 
-            ep = torch.export.export(model, tuple(req.example_inputs), dynamic_shapes=shapes)
-            if self.quantize:
-                ep = self._quantize(req, ep, shapes, dynamic, meta)
             edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
             meta["delegation"] = _delegation(edge.exported_program().graph_module)
             program = edge.to_executorch()
@@ -159,6 +172,9 @@ class _ExecuTorchBase:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        if self.keep_fp32:
+            quantizer.set_filter_function(_outside(self.keep_fp32))
+            meta["keep_fp32"] = list(self.keep_fp32)
         prepared = prepare_pt2e(ep.module(), quantizer)
         batches, note = calibration_batches(req, fixed=not dynamic)
         with torch.no_grad():
@@ -175,12 +191,12 @@ class _ExecuTorchBase:
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         path = artifact_path(out, self.suffix)
         names_in, names_out = input_names(req), output_names(req)
-        model = TorchOutputFlattening(req.module).eval()
+        check_module_paths(req.module, self.keep_fp32, f"{self.name} keep_fp32")
         meta: dict[str, Any] = {"partitioner": "xnnpack"}
 
         def attempt(dynamic: bool) -> bytes:
             meta.pop("delegation", None)
-            return self._program(req, model, dynamic, meta)
+            return self._program(req, dynamic, meta)
 
         buffer, dynamic = export_with_size_fallback(req, self.name, attempt, _HINT)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +222,19 @@ class _ExecuTorchBase:
     def load(self, artifact: Artifact) -> ExecuTorchSession:
         path = existing_path(artifact)
         return ExecuTorchSession(path, artifact.input_names, artifact.output_names, self.threads)
+
+
+def _outside(paths: Sequence[str]) -> Callable[[torch.fx.Node], bool]:
+    """A quantizer filter: False for nodes inside the given module paths (the model is exported
+    wrapped in TorchOutputFlattening, whose attribute is ``inner``)."""
+    prefixes = tuple(f"inner.{p}" for p in paths)
+
+    def keep_quantizing(node: torch.fx.Node) -> bool:
+        stack = node.meta.get("nn_module_stack") or {}
+        names = [re.sub(r"^L\['self'\]\.?", "", v[0]) for v in stack.values()]
+        return not any(n == p or n.startswith(p + ".") for n in names for p in prefixes)
+
+    return keep_quantizing
 
 
 class ExecuTorchFp32Backend(_ExecuTorchBase):

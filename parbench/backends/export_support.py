@@ -266,3 +266,31 @@ def existing_path(artifact: Artifact, folder: bool = False) -> Path:
             "(a cached one is rebuilt on the next run)"
         )
     return path
+
+
+def checked_keep_fp32(paths: Any, form: str, quantizes: bool = True) -> tuple[str, ...]:
+    """The ``keep_fp32`` option of an int8 form: module paths (``"backbone.0"``) left in fp32, with
+    their children.  A list or tuple of non-empty strings; refused on forms that do not quantize."""
+    if paths is None or paths == () or paths == []:
+        return ()
+    if not quantizes:
+        raise ConfigError(f"{form} does not quantize: keep_fp32 applies to the int8 forms only")
+    if isinstance(paths, str) or not isinstance(paths, list | tuple):
+        raise ConfigError(f'keep_fp32 takes a list of module paths, e.g. ["backbone.0"], got {paths!r}')
+    bad = [p for p in paths if not isinstance(p, str) or not p.strip() or p != p.strip()]
+    if bad:
+        raise ConfigError(f"keep_fp32: module paths must be non-empty strings, got {bad!r}")
+    return tuple(dict.fromkeys(paths))
+
+
+def check_module_paths(module: torch.nn.Module, paths: Sequence[str], option: str) -> None:
+    """Every path names a submodule of ``module``; else an ExportError listing its top-level children."""
+    known = {name for name, _ in module.named_modules() if name}
+    missing = [p for p in paths if p not in known]
+    if missing:
+        top = [name for name, _ in module.named_children()]
+        raise ExportError(
+            f"{option} names {missing}, which {'is no submodule' if len(missing) == 1 else 'are no submodules'} "
+            f"of the model (its top-level modules: {', '.join(top) or 'none'}); use nn.Module paths as "
+            "model.named_modules() lists them"
+        )

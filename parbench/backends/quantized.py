@@ -34,7 +34,9 @@ from parbench.backends.base import Artifact, Availability, ExportRequest, Family
 from parbench.backends.export_support import (
     artifact_path,
     calibration_batches,
+    check_module_paths,
     check_sizes,
+    checked_keep_fp32,
     existing_path,
     exported_artifact,
     wants_dynamic,
@@ -147,12 +149,15 @@ class QuantizedInt8Backend:
     shape_mode: Literal["any", "per_size"] = "any"
     suffix = ".pt"
 
-    def __init__(self, check_lite: bool = True, fix_clamp_layout: bool = False):
+    def __init__(
+        self, check_lite: bool = True, fix_clamp_layout: bool = False, keep_fp32: Sequence[str] = ()
+    ):
         for key, value in (("check_lite", check_lite), ("fix_clamp_layout", fix_clamp_layout)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{key} must be true or false, got {value!r}")
         self.check_lite = check_lite
         self.fix_clamp_layout = fix_clamp_layout
+        self.keep_fp32 = checked_keep_fp32(keep_fp32, self.name)  # module paths left in fp32
 
     def available(self) -> Availability:
         engines = torch.backends.quantized.supported_engines
@@ -169,7 +174,15 @@ class QuantizedInt8Backend:
             "qconfig": f"get_default_qconfig_mapping('{ENGINE}')",
             "fix_clamp_layout": self.fix_clamp_layout,
             "torch": torch.__version__,
-        }
+        } | ({"keep_fp32": list(self.keep_fp32)} if self.keep_fp32 else {})
+
+    def quantized_model(self, req: ExportRequest) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """The quantized model :meth:`export` traces (before tracing), and what quantization decided,
+        for tools that inspect it layer by layer (``parbench.diagnose``)."""
+        meta: dict[str, Any] = {"engine": ENGINE, "notes": []}
+        check_module_paths(req.module, self.keep_fp32, f"{self.name} keep_fp32")
+        with quantized_engine(), quiet():
+            return self._quantize(req, meta), meta
 
     def _quantize(self, req: ExportRequest, meta: dict[str, Any]) -> torch.nn.Module:
         from torch.ao.quantization import get_default_qconfig_mapping
@@ -179,7 +192,10 @@ class QuantizedInt8Backend:
         # flattening wrapper goes around the converted model
         model = copy.deepcopy(req.module).eval()
         try:
-            prepared = prepare_fx(model, get_default_qconfig_mapping(ENGINE), tuple(req.example_inputs))
+            qconfig = get_default_qconfig_mapping(ENGINE)
+            for path in self.keep_fp32:
+                qconfig.set_module_name(path, None)
+            prepared = prepare_fx(model, qconfig, tuple(req.example_inputs))
         except Exception as exc:
             reason = error_text(exc, 3)
             if not _has_linear(model):
@@ -192,6 +208,7 @@ class QuantizedInt8Backend:
             meta.setdefault("notes", []).append(
                 f"FX graph mode cannot trace the model ({reason}); "
                 "fell back to dynamic quantization of nn.Linear layers (convolutions stay fp32)"
+                + ("; keep_fp32 is not applied by this fallback" if self.keep_fp32 else "")
             )
             dq = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
             return TorchOutputFlattening(dq).eval()
@@ -206,7 +223,25 @@ class QuantizedInt8Backend:
             meta.setdefault("notes", []).append(note)
         converted = convert_fx(prepared)
         self._clamp_check(converted, meta)
+        if self.keep_fp32:
+            meta["keep_fp32"] = list(self.keep_fp32)
+            self._kept_check(converted, meta)
         return TorchOutputFlattening(converted).eval()
+
+    def _kept_check(self, converted: torch.fx.GraphModule, meta: dict[str, Any]) -> None:
+        """FX lowers a float op between two int8 neighbours to int8 anyway: say so per kept path."""
+        for path in self.keep_fp32:
+            still = [
+                name
+                for name, m in converted.named_modules()
+                if (name == path or name.startswith(path + "."))
+                and type(m).__module__.startswith("torch.ao.nn.quantized")
+            ]
+            if still:
+                meta["notes"].append(
+                    f"keep_fp32 {path!r}: {', '.join(still)} still int8 (FX lowers an op between two int8 "
+                    "neighbours to int8); keep its neighbours in fp32 too"
+                )
 
     def _clamp_check(self, converted: torch.fx.GraphModule, meta: dict[str, Any]) -> None:
         nodes = _clamp_nodes(converted)
@@ -230,6 +265,7 @@ class QuantizedInt8Backend:
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         path = artifact_path(out, self.suffix)
         meta: dict[str, Any] = {"engine": ENGINE, "notes": []}
+        check_module_paths(req.module, self.keep_fp32, f"{self.name} keep_fp32")
         with quantized_engine(), quiet():
             try:
                 quantized = self._quantize(req, meta)

@@ -71,6 +71,7 @@ def get_backend(variant: str, threads: int | None = None, **options: Any) -> Bac
         raise UnknownVariant(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
     if threads is not None and form.takes_threads:
         options["threads"] = threads
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}  # TOML lists
     key = (variant, tuple(sorted(options.items())))
     try:
         hash(key)

@@ -1,12 +1,12 @@
-"""`parbench bisect`: where a form's outputs start to depart from eager."""
+"""`parbench bisect`: where a form's outputs start to depart from eager, layer by layer."""
 
 from __future__ import annotations
 
 import click
 
+from parbench.backends.registry import VARIANTS
 from parbench.cli.coreai_bisect import VARIANTS as COREAI_VARIANTS
 from parbench.cli.coreai_bisect import echo_localisation
-from parbench.diagnose.bisect import bisect
 
 
 @click.command("bisect")
@@ -15,19 +15,51 @@ from parbench.diagnose.bisect import bisect
     "--variant",
     default="coreml_fp16",
     show_default=True,
-    type=click.Choice(["coreml_fp16", "coreml_fp32", *COREAI_VARIANTS]),
-    help="Core ML or Core AI form to compare with eager.",
+    type=click.Choice([v for v in VARIANTS if v != "eager"]),
+    help="Deployment form to compare with eager.",
 )
 @click.option(
     "--size", type=int, default=None, help="Input size in pixels (default: the model's example size)."
 )
 @click.option(
-    "--threshold-snr", type=float, default=30.0, show_default=True, help="Flag ops below this SNR (dB)."
+    "--case", "case_index", type=int, default=0, show_default=True, help="Fixture case at that size."
 )
 @click.option(
-    "--threshold-cos", type=float, default=0.999, show_default=True, help="Flag ops below this cosine."
+    "--threshold-snr",
+    type=float,
+    default=None,
+    help="Flag layers below this SNR, dB (default: the family's).",
 )
-@click.option("--rows", type=int, default=10, show_default=True, help="Rows to show per comparison.")
+@click.option(
+    "--threshold-cos", type=float, default=None, help="Flag layers below this cosine (default: the family's)."
+)
+@click.option(
+    "--keep-fp32",
+    "keep_fp32",
+    multiple=True,
+    metavar="MODULE",
+    help="int8 forms: leave this module path (and its children) in fp32; repeatable. Exports with the "
+    "option, then prints the verdict and the localisation that follow.",
+)
+@click.option("--rows", type=int, default=10, show_default=True, help="Flagged layers to list.")
+@click.option("--table/--no-table", default=True, show_default=True, help="Print the per-layer table.")
+@click.option(
+    "--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the per-layer table here."
+)
+@click.option(
+    "--node-data",
+    "node_data_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the per-layer results as Model Explorer node data (JSON) here.",
+)
+@click.option(
+    "--node-metric",
+    type=click.Choice(["snr_db", "introduced_db", "cosine", "ch_snr_db"]),
+    default="snr_db",
+    show_default=True,
+    help="Metric the node data carries.",
+)
 @click.option(
     "--config",
     "config_path",
@@ -36,58 +68,77 @@ from parbench.diagnose.bisect import bisect
     help="parbench TOML config with user models.",
 )
 @click.option("--cache-dir", default=".parbench-cache", show_default=True)
-@click.option(
-    "--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Write the full table here."
-)
 def bisect_command(
     model: str,
     variant: str,
     size: int | None,
-    threshold_snr: float,
-    threshold_cos: float,
+    case_index: int,
+    threshold_snr: float | None,
+    threshold_cos: float | None,
+    keep_fp32: tuple[str, ...],
     rows: int,
+    table: bool,
+    csv_path: str | None,
+    node_data_path: str | None,
+    node_metric: str,
     config_path: str | None,
     cache_dir: str,
-    csv_path: str | None,
 ) -> None:
-    """Find the first ops where MODEL's Core ML or Core AI program drifts from eager PyTorch.
+    """Find the first layers where MODEL as a deployment form departs from eager PyTorch.
 
-    Runs the package on parbench's reference executor, compares every matched leaf module
-    with the Core ML value that carries it, and the program at fp16 compute against fp32.
+    Every form: the layer's nn.Module path is recovered from what the form keeps (TorchScript
+    scopes, ONNX node scopes, nn_module_stack of torch.export/PT2E programs, Core ML value names),
+    and its value is read from the form (tapped graph outputs, Numeric Suite loggers, ExecuTorch
+    intermediate-output taps, the Core ML reference executor).  Prints the verdict of the case, the
+    first layers over the family's per-layer limits, the error each layer introduces, and the
+    per-layer table.
     """
+    from parbench.diagnose.localise import bisect_case
+    from parbench.errors import ConfigError, ParbenchError
     from parbench.run.harness import Harness
-    from parbench.zoo import ConfigError
 
+    thresholds = {k: v for k, v in (("snr_db", threshold_snr), ("cosine", threshold_cos)) if v is not None}
+    if "snr_db" in thresholds:
+        thresholds["ch_snr_db"] = thresholds["snr_db"]
     try:
         h = Harness(config_path=config_path, cache_dir=cache_dir, log=lambda m: click.echo(m, err=True))
-        spec = h.spec(model)
-        px = size or spec.example_size
-        art = h.artifact(model, variant, px)
-        inputs = h.inputs(model, px)
-        module = h.module(model)
-    except ConfigError as exc:
+        px = size or h.spec(model).example_size
+        if variant in COREAI_VARIANTS:  # op by op on the Core AI runtime's intermediate logger
+            art = h.artifact(model, variant, px)
+            cases = h.cases(model, px)
+            if not 0 <= case_index < len(cases):
+                raise click.UsageError(f"--case {case_index}: {model} has {len(cases)} case(s) at {px}px")
+            inputs = cases[case_index].inputs
+            return echo_localisation(
+                h.module(model),
+                art,
+                inputs,
+                f"{model} {variant} {px}px, case {case_index}",
+                30.0 if threshold_snr is None else threshold_snr,
+                0.999 if threshold_cos is None else threshold_cos,
+                rows,
+                csv_path,
+            )
+        found = bisect_case(h, model, variant, px, case_index, keep_fp32=keep_fp32, thresholds=thresholds)
+    except ConfigError as exc:  # unknown model, bad option or config entry
         raise click.UsageError(str(exc)) from exc
-    except Exception as exc:  # export failures and the like: say what failed
-        raise click.ClickException(f"could not prepare {model} {variant} at {px}px: {exc}") from exc
-    if art.format == "aimodel":
-        title = f"{model} {variant} {px}px"
-        return echo_localisation(module, art, inputs, title, threshold_snr, threshold_cos, rows, csv_path)
-    source = {"torch.export": "export", "trace": "trace"}.get(str(art.meta.get("frontend")), "auto")
-    # the package was converted from the module wrapped to return flat outputs
-    from parbench.zoo.outputs import TorchOutputFlattening
-
-    wrapped = TorchOutputFlattening(module).eval()
-    result = bisect(
-        wrapped,
-        art.path,
-        inputs,
-        threshold_snr=threshold_snr,
-        threshold_cos=threshold_cos,
-        source=source,
-        first=rows,
-    )
-    click.echo(f"{model} {variant} {px}px  ({art.path})")
-    click.echo(result.render(rows))
+    except ParbenchError as exc:  # export failures, a form that cannot be localised, a bad case index
+        raise click.ClickException(str(exc)) from exc
+    rep = found.report
+    click.echo(f"{model} {variant} {px}px, case {found.case}  ({found.artifact})")
+    click.echo(found.verdict)
+    click.echo(rep.render(rows))
+    if table:
+        click.echo(
+            "per-layer table (introduced: SNR change against the layers feeding it, (inputs) when they are "
+            "exact; << flagged):"
+        )
+        click.echo(rep.table_text())
+    if found.fp16_text:
+        click.echo(found.fp16_text)
     if csv_path:
-        result.table.to_csv(csv_path, index=False)
-        click.echo(f"full table: {csv_path}")
+        click.echo(f"per-layer table: {rep.to_csv(csv_path)}")
+    if node_data_path:
+        click.echo(
+            f"Model Explorer node data ({node_metric}): {rep.write_node_data(node_data_path, node_metric)}"
+        )

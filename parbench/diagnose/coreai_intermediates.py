@@ -48,6 +48,7 @@ from parbench.backends.coreai import (
 )
 from parbench.compare import generic_metrics
 from parbench.errors import SessionError
+from parbench.records.parity import FirstDivergence
 
 COLUMNS = [
     "order",
@@ -473,7 +474,35 @@ def annotate(record: Any, module: nn.Module, artifact: Artifact, inputs: Mapping
     """Add the first departing op to a failed parity record (message and ``first_divergence``)."""
     text, first = failure_note(module, artifact, inputs)
     record.message += "\n" + text
-    record.first_divergence = first
+    record.first_divergence = _as_first_divergence(first, text)
+
+
+def _as_first_divergence(first: dict[str, Any] | None, text: str) -> FirstDivergence:
+    """The record's typed ``first_divergence`` from :meth:`Localisation.summary` (``None``: the
+    localisation could not run, ``text`` says why).  Core AI localises ops, so ``layer`` is the
+    eager module the departing op came from, and ``node``/``op``/``suspects`` are kept as extras."""
+    if first is None:
+        return FirstDivergence(status="not_run", reason=text.split(": ", 1)[-1], tool="coreai-intermediates")
+    common = {
+        "tool": first["tool"],
+        "compared": first["compared"],
+        "thresholds": {"snr_db": first["threshold_snr_db"], "cosine": first["threshold_cosine"]},
+        "identity": "coreai-torch debug info (op -> eager node)",
+    }
+    if first.get("node") is None:
+        return FirstDivergence(status="none", reason="every compared op is within the limits", **common)
+    return FirstDivergence(
+        status="found",
+        how="compared",
+        layer=first.get("module") or first["node"],
+        kind=first.get("op", ""),
+        snr_db=first["snr_db"],
+        cosine=first["cosine"],
+        reason=f"first departing op {first['node']} ({first.get('op', '')})",
+        node=first["node"],
+        suspects=first.get("suspects", []),
+        **common,
+    )
 
 
 __all__ = ["Localisation", "annotate", "failure_note", "localise"]

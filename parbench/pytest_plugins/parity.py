@@ -55,9 +55,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--parbench-reports", default=str(REPORT_DIR), help="where parity JSON lines are written")
     g.addoption(
         "--localise",
-        choices=("failures", "off"),
+        choices=("failures", "all", "off"),
         default="failures",
-        help="name the first layer or op where a failing form departs from eager (default: failures)",
+        help="name the first layer where a failing form departs from eager: failures (default), all "
+        "(declared known failures too) or off",
+    )
+    g.addoption(
+        "--localise-budget",
+        type=float,
+        default=300.0,
+        help="seconds one localisation may take; a case predicted to take longer is not started (default: 300)",
     )
 
 
@@ -144,8 +151,11 @@ def parbench_recorder(request: pytest.FixtureRequest) -> Recorder:
 
 
 @pytest.fixture(scope="session")
-def parbench_localise(request: pytest.FixtureRequest) -> bool:
-    return request.config.getoption("localise") != "off"
+def parbench_localise(request: pytest.FixtureRequest):
+    from parbench.diagnose.localise import LocalisePolicy
+
+    budget = request.config.getoption("localise_budget")
+    return LocalisePolicy(request.config.getoption("localise"), budget if budget > 0 else None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,11 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from parbench.errors import ConfigError
-from parbench.records.ids import MAX_SIZE, MIN_SIZE, check_model_name
+from parbench.records.ids import MAX_SIZE, MIN_SIZE, VariantName, check_model_name
 
 TASKS = ("classification", "segmentation", "image-to-image", "detection", "generic")
 Task = Literal["classification", "segmentation", "image-to-image", "detection", "generic"]
 Size = int
+OptionValue = bool | int | float | str | list[str]  # a form's option (get_backend keyword argument)
 
 
 class InputEntry(BaseModel):
@@ -58,6 +59,10 @@ class UserModelEntry(BaseModel):
         default_factory=dict, description="by variant or family: metric -> threshold"
     )
     known_failures: dict[str, str] = Field(default_factory=dict, description="variant -> reason")
+    options: dict[VariantName, dict[str, OptionValue]] = Field(
+        default_factory=dict,
+        description='by variant: the form\'s options, e.g. [models.X.options.executorch_int8] keep_fp32 = ["backbone.0"]',
+    )
     description: str = ""
 
     @field_validator("sizes")

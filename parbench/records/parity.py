@@ -27,6 +27,48 @@ VERDICTS: tuple[str, ...] = ("pass", "fail", "error", "skip", "xfail")
 RUN_FILE_RE = re.compile(r"^(?P<run>\d{8}T\d{6}Z-[0-9a-f]+)(?:-(?P<worker>gw\d+))?\.jsonl$")
 
 
+class LayerPoint(Record):
+    """One compared layer of a localisation, in eager order (the SNR profile along the network)."""
+
+    order: int = Field(ge=0)
+    layer: str
+    snr_db: float | None = None
+    introduced_db: float | None = None  # SNR lost against the layers feeding it
+    flagged: bool = False
+
+
+class FirstDivergence(Record):
+    """Where a failing form first departs from eager, layer by layer (``parbench.diagnose``).
+
+    ``status``: ``found`` (``layer`` is the first flagged layer), ``none`` (every compared layer is
+    within the family's per-layer limits: what fails is the task metric alone), or ``not_run`` (the
+    localisation did not run or did not finish; ``reason`` says why and what to run instead)."""
+
+    status: Literal["found", "none", "not_run"]
+    reason: str = ""
+    layer: str | None = None  # nn.Module path of the first flagged layer
+    kind: str = ""  # its module class
+    how: str = ""  # compared (SNR/cosine over the limit), absent (not in the form), shape
+    fused_with: list[str] = Field(default_factory=list)  # layers the form computes in the same value
+    snr_db: float | None = None
+    cosine: float | None = None
+    ch_snr_db: float | None = None  # median over channels of each channel's SNR
+    introduced_db: float | None = None
+    flagged: list[str] = Field(default_factory=list)  # the first few flagged layers, in order
+    onset: str = ""  # one layer starts the damage, or it builds up over several
+    largest_drop: str = ""  # the layer that introduces the most error, and how much
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    layers: int = 0  # layers of the eager model
+    compared: int = 0  # layers the form carries and were compared
+    identity: str = ""  # how the form's values were tied to module paths
+    tool: str = ""  # how the form's intermediate values were read
+    case: str = ""  # the fixture case localised
+    size: int | None = None
+    seconds: float | None = None
+    same_as: str = ""  # another case of this run whose localisation stands for this one
+    profile: list[LayerPoint] = Field(default_factory=list)
+
+
 class ParityRecord(Record):
     format_version: int = FORMAT_VERSION
     model: ModelName
@@ -45,7 +87,7 @@ class ParityRecord(Record):
     export: dict[str, Any] = Field(default_factory=dict)
     cache: str = ""  # "hit", "exported" or "" (no artifact)
     # the first layer or op where the form departs from eager, when localisation ran
-    first_divergence: dict[str, Any] | None = None
+    first_divergence: FirstDivergence | None = None
     versions: dict[str, str] = Field(default_factory=versions)
     timestamp: str = Field(default_factory=utc_now)
 

@@ -14,6 +14,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from parbench.report.divergence import divergence_views
 from parbench.report.markdown import CELL_LEGEND, _sources_lines
 from parbench.report.plots import latency_svg
 from parbench.report.tables import (
@@ -106,6 +107,7 @@ def write_html(rep: Report, path: Path) -> Path:
         heatmap=_heatmap_view(rep.parity) if not rep.parity.empty else None,
         cell_legend=CELL_LEGEND,
         tables=[_table_view(t, rep.summary) for t in rep.tables],
+        divergences=[{**v, "svg": Markup(v["svg"])} for v in divergence_views(rep.parity)],
         notes=rep.notes,
     )
     path.write_text(page, encoding="utf-8")

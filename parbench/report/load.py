@@ -112,7 +112,7 @@ def load_parity(paths: Sequence[Path]) -> pd.DataFrame:
         records = parity.latest(parity.read(paths))
     except RecordError as exc:
         raise ReportError(str(exc)) from exc
-    columns = ["model", "variant", "size", "verdict", "metrics", "message", "executor"]
+    columns = ["model", "variant", "size", "verdict", "metrics", "message", "executor", "first_divergence"]
     return pd.DataFrame([{c: getattr(r, c) for c in columns} for r in records], columns=columns)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from parbench.report.divergence import divergence_lines
 from parbench.report.tables import Report, _variant_rank, parity_by_form
 
 
@@ -72,6 +73,7 @@ def write_markdown(rep: Report, path: Path) -> Path:
         out += [f"## {t.model}", "", _md_table(t.display, "form", right), ""]
     if not rep.parity.empty:
         out += ["## Parity overview", "", _md_table(_parity_matrix(rep.parity), "form"), ""]
+        out += divergence_lines(rep.parity)
     for n in rep.notes:
         out.append(f"> note: {n}")
     path.write_text("\n".join(out).rstrip() + "\n")

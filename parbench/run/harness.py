@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from parbench import zoo
-from parbench.backends import get_backend
-from parbench.backends.base import Artifact, ExportRequest, Session
+from parbench.backends import VARIANTS, get_backend
+from parbench.backends.base import Artifact, Backend, ExportRequest, Session
 from parbench.errors import ConfigError, FixtureError, NeedsPerSize
 from parbench.fixtures import Case, FixtureSet
 from parbench.fixtures.build import build as build_fixtures
@@ -38,6 +38,12 @@ class Harness:
         registry: dict[str, zoo.ModelSpec] | None = None,
     ):
         self.registry = registry if registry is not None else zoo.registry(config_path)
+        for spec in self.registry.values():
+            for variant in spec.options:
+                if variant not in VARIANTS:
+                    raise ConfigError(
+                        f"model {spec.name!r}: options.{variant}: unknown variant; known: {', '.join(VARIANTS)}"
+                    )
         self.cache_dir = Path(cache_dir)
         self.cache = ArtifactCache(self.cache_dir)
         self.log = log or (lambda msg: None)
@@ -111,8 +117,16 @@ class Harness:
         return list(self.fixture_set(name).model(name).outputs)
 
     # ---- artifacts and sessions -----------------------------------------------------------
+    def backend(self, name: str, variant: str) -> Backend:
+        """The form, built with the model's options for it (``[models.NAME.options.VARIANT]``)."""
+        options = self.spec(name).options.get(variant, {})
+        try:
+            return get_backend(variant, **options)
+        except ConfigError as exc:
+            raise ConfigError(f"model {name!r}, options.{variant}: {exc}") from None
+
     def skip_reason(self, name: str, variant: str, size: int) -> str | None:
-        backend = get_backend(variant)
+        backend = self.backend(name, variant)
         applies_to = getattr(backend, "applies_to", None)  # optional: a form for some models only
         if applies_to is not None and (why := applies_to(self.spec(name))):
             return f"{variant} does not apply to {name}: {why}"
@@ -124,7 +138,7 @@ class Harness:
     def _export_fn(
         self, name: str, variant: str, export_size: int, per_size: bool
     ) -> Callable[[Path], Artifact]:
-        spec, backend = self.spec(name), get_backend(variant)
+        spec, backend = self.spec(name), self.backend(name, variant)
 
         def export(out: Path) -> Artifact:
             example = tuple(torch.from_numpy(v) for v in zoo.example_inputs(spec, export_size).values())
@@ -154,7 +168,7 @@ class Harness:
         "rebuilt (...)"; "" for eager, which is not exported).  One artifact exported at the
         example size when the form can serve every size from one file, else (or when that fails
         for this model) one per size."""
-        spec, backend = self.spec(name), get_backend(variant)
+        spec, backend = self.spec(name), self.backend(name, variant)
         if variant == "eager":
             names = self.output_names(name)
             req = ExportRequest(self.module(name), spec, (), size, spec.sizes, False, output_names=names)
@@ -195,7 +209,7 @@ class Harness:
         if key in self._sessions:
             self._sessions.move_to_end(key)
             return self._sessions[key]
-        sess = get_backend(variant).load(art)
+        sess = self.backend(name, variant).load(art)
         self._sessions[key] = sess
         while len(self._sessions) > SESSIONS_KEPT:
             self._sessions.popitem(last=False)

@@ -7,7 +7,6 @@ form allows it, the first layer or op where it departs from eager.
 
 import pytest
 
-from parbench.diagnose.localise import localise_failure
 from parbench.run.parity import check
 
 
@@ -15,8 +14,7 @@ def test_parity(parbench_case, parbench_harness, parbench_recorder, parbench_loc
     c = parbench_case
     outcome = check(parbench_harness, c.model, c.variant, c.size)
     record = outcome.record
-    if parbench_localise and outcome.failed_case is not None:
-        localise_failure(parbench_harness, outcome)
+    parbench_localise.apply(parbench_harness, outcome)  # failing cases: the first diverging layer
     parbench_recorder.record(record)
     if record.verdict == "skip":
         pytest.skip(record.message)

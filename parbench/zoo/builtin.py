@@ -79,6 +79,9 @@ def builtins() -> list[ModelSpec]:
             256,
             tiers=frozenset({"default", "full"}),
             description="AnimeGAN-style generator: residual blocks, instance norm, bilinear upsampling",
+            # int8 clips the first instance norm's output above 400 px (calibrated at 256): that
+            # stage stays fp32 (docs/diagnose.md has the localisation and the verdicts)
+            options={"quantized_int8": {"keep_fp32": ("block_a.0",)}},
             **gen_io,
         ),
         ModelSpec(

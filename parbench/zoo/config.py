@@ -50,6 +50,10 @@ def to_spec(name: str, entry: records_config.UserModelEntry, path: Path) -> Mode
         weights=weights,
         tolerances=entry.tolerances,
         known_failures=dict(entry.known_failures),
+        options={
+            v: {k: tuple(x) if isinstance(x, list) else x for k, x in opts.items()}
+            for v, opts in entry.options.items()
+        },
         description=entry.description,
         source=str(path),
         **extra,

@@ -68,6 +68,8 @@ class ModelSpec:
     weights: Path | None = None
     tolerances: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     known_failures: dict[str, str] = dataclasses.field(default_factory=dict)  # variant -> reason
+    # variant -> the form's options (get_backend keyword arguments), e.g. keep_fp32 for int8 forms
+    options: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     description: str = ""
     source: str = "built-in"
 

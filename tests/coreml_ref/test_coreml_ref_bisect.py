@@ -153,9 +153,12 @@ def test_bisect_command_on_a_user_model(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert "eager PyTorch vs Core ML program" in res.output and "fp32 compute vs fp16 compute" in res.output
+    # layers by module path (the BatchNorm carries the conv it was folded into), then the same
+    # program at fp32 against fp16 compute, op by op
+    assert "bisect_tiny as coreml_fp16 at 32px" in res.output and "fp32 compute vs fp16 compute" in res.output
     table = pd.read_csv(out_csv)
-    assert {"eager_vs_coreml", "fp32_vs_fp16"} <= set(table.comparison)
+    compared = table[table.status == "compared"]
+    assert {"1", "3"} <= set(compared.layer.astype(str)) and (compared.snr_db > 30).all()
     bad = CliRunner().invoke(
         bisect_command, ["no_such_model", "--config", str(cfg), "--cache-dir", str(tmp_path / "c")]
     )

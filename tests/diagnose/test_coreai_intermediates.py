@@ -149,11 +149,19 @@ def test_failed_record_is_annotated(tmp_path) -> None:
     assert record.message.startswith("coreai_fp32 fails parity\nCore AI vs eager, op by op")
     assert "first departing op: #" in record.message
     first = record.first_divergence
-    assert first["tool"] == "coreai-intermediates" and first["compared"] >= 3, first
+    assert first.status == "found" and first.tool == "coreai-intermediates" and first.compared >= 3, first
+    assert first.layer and first.snr_db is not None and first.snr_db < 30.0
+    # the typed entry survives a parity record's write and read
+    from parbench.records.parity import FirstDivergence, ParityRecord
+
+    rec = ParityRecord(model="chain", variant="coreai_fp32", size=24, verdict="fail", first_divergence=first)
+    back = ParityRecord.model_validate_json(rec.model_dump_json())
+    assert back.first_divergence.layer == first.layer and back.first_divergence.status == "found"
     not_an_asset = SimpleNamespace(message="", first_divergence=None)
     annotate(not_an_asset, module, SimpleNamespace(path=tmp_path / "missing.aimodel"), inputs(24))
     assert "the Core AI localisation could not run" in not_an_asset.message
-    assert not_an_asset.first_divergence is None
+    assert isinstance(not_an_asset.first_divergence, FirstDivergence)
+    assert not_an_asset.first_divergence.status == "not_run" and not_an_asset.first_divergence.reason
 
 
 def test_bisect_command_on_a_user_model(tmp_path) -> None:
