@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from parbench._util.clock import file_stamp
+from parbench.pytest_plugins import bench_instructions
 from parbench.pytest_plugins.benchmark_adapter import record_samples
 from parbench.run.latency import Measured, Settings, pooled
 
@@ -91,6 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="folder for the default results file (default reports/bench)",
     )
+    bench_instructions.add_options(group)
     # internal: set on the child processes of --runs
     group.addoption("--parbench-run-index", type=int, default=None, help=argparse.SUPPRESS)
     group.addoption("--parbench-outcomes", default=None, help=argparse.SUPPRESS)
@@ -117,6 +119,7 @@ def _settings(config: pytest.Config) -> Settings:
         problems.append(
             f"need 1 <= --bench-min-rounds <= --bench-max-rounds, got {s.min_rounds} and {s.max_rounds}"
         )
+    problems += bench_instructions.check_options(config)
     if problems:
         raise pytest.UsageError("; ".join(problems))
     return s
@@ -454,3 +457,4 @@ def pytest_benchmark_update_json(
     if docs is not None:
         output_json["benchmarks"] = merge_runs(docs)
         output_json.setdefault("parbench", {})["runs"] = len(docs)
+    bench_instructions.count_into(config, output_json, lambda m: progress(config, f"{PROGRESS_PREFIX} {m}"))
