@@ -57,6 +57,7 @@ class BenchExtra(Record):
     artifact_format: str | None = None
     shape_mode: str | None = None
     instructions: InstructionCount | None = None  # pytest bench/ --instructions
+    cpu_affinity: list[int] | None = None  # the cores the timing process could run on
 
     @property
     def key(self) -> CaseKey:
