@@ -246,6 +246,8 @@ class FakeConfig:
         ({"--runs": "auto", "--budget": 0.0}, "--budget must be > 0"),
         ({"--runs": "auto", "--auto-min-runs": 1}, "--auto-min-runs"),
         ({"--pin-cpu": "999"}, "--pin-cpu 999"),
+        ({"--instructions": True, "--instr-sizes": "big", "--instr-calls": 1}, "--instr-sizes"),
+        ({"--instructions": True, "--instr-sizes": "smallest", "--instr-calls": 0}, "calls must be >= 1"),
         ({"--threads": 0}, "--threads must be >= 1"),
         ({"--bench-min-rounds": 10, "--bench-max-rounds": 3}, "--bench-min-rounds <= --bench-max-rounds"),
         ({"--bench-min-time": -1.0}, "--bench-min-time"),
