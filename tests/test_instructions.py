@@ -177,6 +177,10 @@ def test_valgrind_command_collects_only_on_request(tmp_path) -> None:
 @pytest.mark.skipif(
     shutil.which("valgrind") is None, reason="valgrind is not installed (apt-get install valgrind)"
 )
+@pytest.mark.skipif(
+    os.environ.get("PARBENCH_VALGRIND_TESTS") != "1",
+    reason="minutes under valgrind; set PARBENCH_VALGRIND_TESTS=1 (the nightly instructions job counts every night)",
+)
 def test_counts_a_real_model_under_valgrind(tmp_path) -> None:
     """One valgrind process counts a torch module through the harness; a form that does not run on
     this host is skipped with the reason (minutes: torch starts under valgrind)."""
