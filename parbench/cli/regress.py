@@ -238,6 +238,8 @@ def compare_command(
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate tonight.json
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate-nights 1
     Parity JSON lines (reports/parity/*.jsonl, one file per run) are compared the same way.
+    With --metric instructions, the counts of pytest bench/ --instructions are compared exactly
+    (docs/instructions.md).
 
     Exit status: 0 no regression (unchanged, faster, unknown), 1 a confirmed regression
     (slower, or parity worse), 2 bad input.

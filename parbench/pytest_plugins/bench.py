@@ -9,6 +9,8 @@ Options (besides the plugin's --models --variants --sizes --tier --parbench-conf
 --bench-min-time S     seconds of timed rounds to aim for per case (default 1.0)
 --bench-min-rounds N / --bench-max-rounds N    bounds on the calibrated round count (5 / 500)
 --bench-warmup-time S  warm-up length (at least 2 calls; default 0.2 s)
+--runs auto --budget MINUTES    adaptive runs (:mod:`.bench_adaptive`)
+--instructions         instruction counts under callgrind (:mod:`.bench_instructions`)
 
 Results go to ``--benchmark-json`` when given, else (when the run holds latency cases) to
 ``reports/bench/<UTC timestamp>.json`` (``--bench-out DIR`` changes the folder; ``parbench report``
