@@ -225,6 +225,12 @@ class FakeConfig:
             "--bench-max-rounds": 500,
             "--bench-warmup-time": 0.2,
             "--parbench-run-index": None,
+            "--instructions": False,
+            "--budget": 30.0,
+            "--auto-target": 0.01,
+            "--auto-min-runs": 3,
+            "--auto-max-runs": 20,
+            "--pin-cpu": "auto",
         }
         self.options.update(options)
 
@@ -236,6 +242,12 @@ class FakeConfig:
     ("options", "message"),
     [
         ({"--runs": 0}, "--runs must be >= 1"),
+        ({"--runs": "many"}, "--runs takes a number of runs"),
+        ({"--runs": "auto", "--budget": 0.0}, "--budget must be > 0"),
+        ({"--runs": "auto", "--auto-min-runs": 1}, "--auto-min-runs"),
+        ({"--pin-cpu": "999"}, "--pin-cpu 999"),
+        ({"--instructions": True, "--instr-sizes": "big", "--instr-calls": 1}, "--instr-sizes"),
+        ({"--instructions": True, "--instr-sizes": "smallest", "--instr-calls": 0}, "calls must be >= 1"),
         ({"--threads": 0}, "--threads must be >= 1"),
         ({"--bench-min-rounds": 10, "--bench-max-rounds": 3}, "--bench-min-rounds <= --bench-max-rounds"),
         ({"--bench-min-time": -1.0}, "--bench-min-time"),

@@ -158,6 +158,20 @@ def _filter(
     default=None,
     help="Also write the verdict table as Markdown here.",
 )
+@click.option(
+    "--metric",
+    type=click.Choice(["time", "instructions"]),
+    default="time",
+    show_default=True,
+    help="instructions: exact verdicts on the counts of pytest bench/ --instructions "
+    "(floor 1% unless --floor is given).",
+)
+@click.option(
+    "--instr-noise",
+    type=click.FloatRange(0),
+    default=None,
+    help="Counts closer than this are equal, with --metric instructions [default: 0.005].",
+)
 def compare_command(
     files: tuple[str, ...],
     baseline: tuple[str, ...],
@@ -179,6 +193,8 @@ def compare_command(
     seed: int,
     json_out: Path | None,
     md_out: Path | None,
+    metric: str = "time",
+    instr_noise: float | None = None,
 ) -> None:
     """Compare CANDIDATE runs with BASELINE runs; exit 1 on a confirmed regression.
 
@@ -190,6 +206,8 @@ def compare_command(
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate tonight.json
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate-nights 1
     Parity JSON lines (reports/parity/*.jsonl, one file per run) are compared the same way.
+    With --metric instructions, the counts of pytest bench/ --instructions are compared exactly
+    (docs/instructions.md).
 
     Exit status: 0 no regression (unchanged, faster, unknown), 1 a confirmed regression
     (slower, or parity worse), 2 bad input.
@@ -220,6 +238,11 @@ def compare_command(
         raise click.UsageError("no candidate: give --candidate FILES (or --candidate-nights M with --store)")
     if candidate_nights is not None and baseline_nights is None:
         raise click.UsageError("--candidate-nights needs --baseline-nights too")
+    if metric == "instructions":
+        _compare_instructions(
+            baseline, candidate, store, baseline_nights, candidate_nights, source, model, variant, size,
+            floor, instr_noise, json_out, md_out,
+        )  # fmt: skip
     try:
         rows: list[Row] = []
         cand_bench, cand_parity = _split_kinds(candidate)
@@ -328,6 +351,47 @@ def compare_command(
         )
     if bad:
         raise SystemExit(1)
+
+
+def _compare_instructions(
+    baseline: Sequence[str],
+    candidate: Sequence[str],
+    store: Path | None,
+    baseline_nights: int | None,
+    candidate_nights: int | None,
+    source: str,
+    model: str | None,
+    variant: str | None,
+    size: str | None,
+    floor: float,
+    instr_noise: float | None,
+    json_out: Path | None,
+    md_out: Path | None,
+) -> None:
+    from parbench.regress import instructions as ri
+
+    ctx = click.get_current_context()
+    default_floor = ctx.get_parameter_source("floor") == click.core.ParameterSource.DEFAULT
+    try:
+        code = ri.compare_main(
+            baseline,
+            candidate,
+            store=_store_path(store) if baseline_nights is not None else None,
+            baseline_nights=baseline_nights,
+            candidate_nights=candidate_nights,
+            source=source,
+            model=model,
+            variant=variant,
+            size=size,
+            floor=ri.DEFAULT_INSTR_FLOOR if default_floor else floor,
+            noise=ri.DEFAULT_INSTR_NOISE if instr_noise is None else instr_noise,
+            json_out=json_out,
+            md_out=md_out,
+            echo=click.echo,
+        )
+    except RegressError as exc:
+        raise click.UsageError(str(exc)) from exc
+    raise SystemExit(code)
 
 
 @click.command("history")

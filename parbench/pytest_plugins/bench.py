@@ -9,6 +9,8 @@ Options (besides the plugin's --models --variants --sizes --tier --parbench-conf
 --bench-min-time S     seconds of timed rounds to aim for per case (default 1.0)
 --bench-min-rounds N / --bench-max-rounds N    bounds on the calibrated round count (5 / 500)
 --bench-warmup-time S  warm-up length (at least 2 calls; default 0.2 s)
+--runs auto --budget MINUTES    adaptive runs (:mod:`.bench_adaptive`)
+--instructions         instruction counts under callgrind (:mod:`.bench_instructions`)
 
 Results go to ``--benchmark-json`` when given, else (when the run holds latency cases) to
 ``reports/bench/<UTC timestamp>.json`` (``--bench-out DIR`` changes the folder; ``parbench report``
@@ -33,6 +35,7 @@ from typing import Any
 import pytest
 
 from parbench._util.clock import file_stamp
+from parbench.pytest_plugins import bench_adaptive, bench_instructions
 from parbench.pytest_plugins.benchmark_adapter import record_samples
 from parbench.run.latency import Measured, Settings, pooled
 
@@ -52,10 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--runs",
-        type=int,
-        default=1,
+        default="1",
         metavar="K",
-        help="repeat every benchmark in K separate fresh processes and merge the results",
+        help="repeat every benchmark in K separate fresh processes and merge the results; 'auto': "
+        "add runs to the cases whose median is not yet known tightly, within --budget",
     )
     group.addoption(
         "--bench-min-time",
@@ -91,13 +94,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="folder for the default results file (default reports/bench)",
     )
+    bench_instructions.add_options(group)
+    bench_adaptive.add_options(group)
     # internal: set on the child processes of --runs
     group.addoption("--parbench-run-index", type=int, default=None, help=argparse.SUPPRESS)
     group.addoption("--parbench-outcomes", default=None, help=argparse.SUPPRESS)
 
 
 def _settings(config: pytest.Config) -> Settings:
-    runs = config.getoption("--runs")
     s = Settings(
         threads=config.getoption("--threads"),
         min_time_s=config.getoption("--bench-min-time"),
@@ -109,14 +113,14 @@ def _settings(config: pytest.Config) -> Settings:
     problems = []
     if s.threads < 1:
         problems.append(f"--threads must be >= 1, got {s.threads}")
-    if runs < 1:
-        problems.append(f"--runs must be >= 1, got {runs}")
+    problems += bench_adaptive.check_options(config)
     if s.min_time_s < 0 or s.warmup_time_s < 0:
         problems.append("--bench-min-time and --bench-warmup-time must be >= 0 seconds")
     if s.min_rounds < 1 or s.max_rounds < s.min_rounds:
         problems.append(
             f"need 1 <= --bench-min-rounds <= --bench-max-rounds, got {s.min_rounds} and {s.max_rounds}"
         )
+    problems += bench_instructions.check_options(config)
     if problems:
         raise pytest.UsageError("; ".join(problems))
     return s
@@ -124,11 +128,12 @@ def _settings(config: pytest.Config) -> Settings:
 
 def is_parent(config: pytest.Config) -> bool:
     """True in the process that spawns the --runs children (and times nothing itself)."""
-    return config.getoption("--runs") > 1 and config.getoption("--parbench-run-index") is None
+    return bench_adaptive.runs_option(config) != 1 and config.getoption("--parbench-run-index") is None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SETTINGS] = _settings(config)
+    bench_adaptive.pin_self(config)
     config.pluginmanager.register(_Reporter(config), "parbench-bench-reporter")
 
 
@@ -167,6 +172,10 @@ def progress(config: pytest.Config, line: str) -> None:
             tw.line()  # after the progress dots, start a fresh line
         tr.ensure_newline()
         tr.write_line(line)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    bench_adaptive.keep_only(config, items)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -234,7 +243,7 @@ class Bench:
         record_samples(
             benchmark,
             t.samples_ns,
-            m.extra.model_dump(mode="json"),
+            {**m.extra.model_dump(mode="json"), "cpu_affinity": bench_adaptive.affinity()},
             options={
                 "timer": t.clock,
                 "min_time": s.min_time_s,
@@ -256,6 +265,8 @@ class Bench:
         runs = self.child_runs()
         nodeid = self.node.nodeid
         outcomes = [o.get(nodeid) for o in runs.outcomes]
+        if runs.adaptive:  # later runs time only the cases still open
+            outcomes = [o for o in outcomes if o is not None]
         missing = [i for i, o in enumerate(outcomes) if o is None]
         if missing:
             pytest.fail(
@@ -369,6 +380,7 @@ class ChildRuns:
     docs: list[dict[str, Any]]  # pytest-benchmark JSON of each run
     outcomes: list[dict[str, dict[str, str]]]  # nodeid -> outcome, per run
     logs: list[Path]
+    adaptive: bool = False
 
     def entries_for(self, nodeid: str) -> list[tuple[int, dict[str, Any]]]:
         """(run index, benchmark entry) of every run that timed this test."""
@@ -381,56 +393,65 @@ class ChildRuns:
 
 
 def _run_children(config: pytest.Config, runs: int, workdir: Path) -> ChildRuns:
-    base = child_args(config.invocation_params.args)
     docs, outcomes, logs = [], [], []
     for index in range(runs):
-        json_path = workdir / f"run-{index}.json"
-        outcomes_path = workdir / f"outcomes-{index}.json"
-        log_path = workdir / f"run-{index}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pytest",
-            *base,
-            "--runs=1",
-            f"--parbench-run-index={index}",
-            f"--benchmark-json={json_path}",
-            f"--parbench-outcomes={outcomes_path}",
-            "-p",
-            "no:cacheprovider",
-        ]
-        progress(config, f"{PROGRESS_PREFIX} run {index + 1}/{runs}: fresh process (log: {log_path})")
-        env = dict(os.environ, **{CHILD_ENV: str(index)})
-        with (
-            open(log_path, "w") as log,
-            subprocess.Popen(
-                cmd,
-                cwd=config.invocation_params.dir,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-            ) as proc,
-        ):
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                at = line.find(PROGRESS_PREFIX)
-                if at >= 0:
-                    progress(
-                        config, f"  [run {index + 1}/{runs}] {line[at + len(PROGRESS_PREFIX) :].strip()}"
-                    )
-            code = proc.wait()
-        if code not in (0, 1) or not outcomes_path.exists():
-            tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-            raise RuntimeError(
-                f"bench run {index} (a separate pytest process) exited with {code}; "
-                f"its log is {log_path}; last lines:\n{tail}"
-            )
-        outcomes.append(json.loads(outcomes_path.read_text()))
-        docs.append(json.loads(json_path.read_text()) if json_path.exists() else {"benchmarks": []})
+        doc, outcome, log_path = run_child(config, index, f"{index + 1}/{runs}", workdir)
+        docs.append(doc)
+        outcomes.append(outcome)
         logs.append(log_path)
     return ChildRuns(docs, outcomes, logs)
+
+
+def run_child(
+    config: pytest.Config, index: int, label: str, workdir: Path, extra_args: Sequence[str] = ()
+) -> tuple[dict[str, Any], dict[str, dict[str, str]], Path]:
+    """One fresh pytest process timing the user's selection: its document, outcomes and log."""
+    base = child_args(config.invocation_params.args)
+    json_path = workdir / f"run-{index}.json"
+    outcomes_path = workdir / f"outcomes-{index}.json"
+    log_path = workdir / f"run-{index}.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *base,
+        "--runs=1",
+        f"--parbench-run-index={index}",
+        f"--benchmark-json={json_path}",
+        f"--parbench-outcomes={outcomes_path}",
+        "-p",
+        "no:cacheprovider",
+        *extra_args,
+    ]
+    progress(config, f"{PROGRESS_PREFIX} run {label}: fresh process (log: {log_path})")
+    env = dict(os.environ, **{CHILD_ENV: str(index)})
+    with (
+        open(log_path, "w") as log,
+        subprocess.Popen(
+            cmd,
+            cwd=config.invocation_params.dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            at = line.find(PROGRESS_PREFIX)
+            if at >= 0:
+                progress(config, f"  [run {label}] {line[at + len(PROGRESS_PREFIX) :].strip()}")
+        code = proc.wait()
+    if code not in (0, 1) or not outcomes_path.exists():
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(
+            f"bench run {index} (a separate pytest process) exited with {code}; "
+            f"its log is {log_path}; last lines:\n{tail}"
+        )
+    outcome = json.loads(outcomes_path.read_text())
+    doc = json.loads(json_path.read_text()) if json_path.exists() else {"benchmarks": []}
+    return doc, outcome, log_path
 
 
 @pytest.fixture(scope="session")
@@ -438,7 +459,8 @@ def bench_child_runs(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChildRuns]:
     workdir = tmp_path_factory.mktemp("bench-runs")
-    runs = _run_children(pytestconfig, pytestconfig.getoption("--runs"), workdir)
+    k = bench_adaptive.runs_option(pytestconfig)
+    runs = _run_children(pytestconfig, k, workdir) if k else bench_adaptive.run_auto(pytestconfig, workdir)
     pytestconfig.stash[_CHILD_DOCS] = runs.docs
     yield runs
 
@@ -454,3 +476,6 @@ def pytest_benchmark_update_json(
     if docs is not None:
         output_json["benchmarks"] = merge_runs(docs)
         output_json.setdefault("parbench", {})["runs"] = len(docs)
+        if bench_adaptive.AUTO_SUMMARY in config.stash:
+            output_json["parbench"]["auto"] = config.stash[bench_adaptive.AUTO_SUMMARY]
+    bench_instructions.count_into(config, output_json, lambda m: progress(config, f"{PROGRESS_PREFIX} {m}"))

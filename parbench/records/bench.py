@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 from parbench.errors import RecordError
 from parbench.records._base import Record, describe, read_json_file, versioned
 from parbench.records.ids import CaseKey, ModelName, VariantName
+from parbench.records.instructions import InstructionCount
 
 FORMAT_VERSION = 2
 Clock = Literal["wall", "cpu"]
@@ -55,6 +56,8 @@ class BenchExtra(Record):
     artifact_bytes: int | None = None
     artifact_format: str | None = None
     shape_mode: str | None = None
+    instructions: InstructionCount | None = None  # pytest bench/ --instructions
+    cpu_affinity: list[int] | None = None  # the cores the timing process could run on
 
     @property
     def key(self) -> CaseKey:
