@@ -42,6 +42,9 @@ VARIANT_ORDER = (
     "coreml_fp16",
     "coreml_fp32",
     "coreml_image",
+    "coreml_image_exact",
+    "coreai_fp32",
+    "coreai_fp16",
 )
 # worst first: a form's verdict over several sizes is its worst one
 VERDICT_ORDER = ("error", "fail", "xfail", "pass", "skip")

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from parbench.errors import ParbenchError
+from parbench.records.ids import CaseKey
 from parbench.records.instructions import InstructionCount
 
 # The forms that run on this host's own runtimes; Core ML forms run on a reference executor here.
@@ -85,15 +86,7 @@ class InstructionsError(ParbenchError, RuntimeError):
     what was wrong and what to do."""
 
 
-@dataclasses.dataclass(frozen=True)
-class InstrCase:
-    model: str
-    variant: str
-    size: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.model}-{self.variant}-{self.size}"
+InstrCase = CaseKey  # one case of a counting session: model x variant x size
 
 
 @dataclasses.dataclass(frozen=True)
