@@ -44,6 +44,8 @@ class ParityRecord(Record):
     # what the export decided: path, format, bytes, sizes, per_size_reason, export_seconds, ...
     export: dict[str, Any] = Field(default_factory=dict)
     cache: str = ""  # "hit", "exported" or "" (no artifact)
+    # where the case's wall time went: stage (fixtures, artifact, export, load, run, compare, ...) -> s
+    timing: dict[str, float] = Field(default_factory=dict)
     # the first layer or op where the form departs from eager, when localisation ran
     first_divergence: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=versions)

@@ -13,6 +13,7 @@ import os
 import traceback
 
 from parbench import compare
+from parbench._util.stages import collect, stage
 from parbench.backends import get_backend
 from parbench.backends.base import Artifact
 from parbench.errors import BackendUnavailable, ExportError
@@ -29,6 +30,14 @@ class ParityOutcome:
 
 
 def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
+    """The case's parity; ``record.timing`` says where its wall time went (stage -> seconds)."""
+    with collect() as timings:
+        outcome = _check(h, name, variant, size)
+    outcome.record.timing = timings.rounded()
+    return outcome
+
+
+def _check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
     spec, backend = h.spec(name), get_backend(variant)
     record = ParityRecord(
         model=name, variant=variant, size=size, task=spec.task, family=backend.family, verdict="error"
@@ -70,7 +79,8 @@ def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
     comps, failed = [], None
     for case in h.cases(name, size):
         try:
-            out = session.run(case.inputs)
+            with stage("run"):
+                out = session.run(case.inputs)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[-1][:500]
             record.verdict = "xfail" if known else "error"
@@ -81,7 +91,8 @@ def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
             if os.environ.get("PARBENCH_DEBUG"):
                 record.message += "\n" + traceback.format_exc()
             return outcome
-        comp = compare.compare(out, case.golden, spec.task, backend.family, variant, spec.tolerances)
+        with stage("compare"):
+            comp = compare.compare(out, case.golden, spec.task, backend.family, variant, spec.tolerances)
         comps.append(comp)
         record.cases.append(case.id)
         if not comp.passed and failed is None:
