@@ -160,7 +160,10 @@ def _copy_entries(cache: Path, since: float, dest: Path) -> None:
             record = json.loads(entry.read_text())
         except ValueError:
             continue
-        record = {k: record.get(k) for k in ("variant", "error", "kind", "export_seconds", "stages", "sizes")}
+        record = {
+            k: record.get(k)
+            for k in ("variant", "error", "kind", "export_seconds", "stages", "stages_cpu", "sizes")
+        }
         record.update(model=entry.parent.parent.name, folder=entry.parent.name)
         lines.append(json.dumps(record))
     dest.write_text("\n".join(lines) + ("\n" if lines else ""))
@@ -210,14 +213,20 @@ def tabulate(folder: Path) -> list[str]:
 
     # stages: the cases' wall time by stage, and the exports' own stages
     run_stages: dict[str, float] = defaultdict(float)
+    run_cpu: dict[str, float] = defaultdict(float)
     for r in records:
-        for k, v in (getattr(r, "timing", None) or {}).items():
+        for k, v in r.timing.items():
             run_stages[k] += v
+        for k, v in r.timing_cpu.items():
+            run_cpu[k] += v
     exp_stages: dict[str, float] = defaultdict(float)
+    exp_cpu: dict[str, float] = defaultdict(float)
     for e in entries:
         stages = e.get("stages") or {}
         for k, v in stages.items():
             exp_stages[k] += v
+        for k, v in (e.get("stages_cpu") or {}).items():
+            exp_cpu[k] += v
         exp_stages["other (export)"] += max(0.0, (e.get("export_seconds") or 0.0) - sum(stages.values()))
     case_total = sum(run_stages.values())
     lines.append(
@@ -226,16 +235,20 @@ def tabulate(folder: Path) -> list[str]:
     )
     lines.append("")
     order = [s for s in RUN_STAGES if s in run_stages] + sorted(set(run_stages) - set(RUN_STAGES))
-    rows = [[s, _fmt_s(run_stages[s]), f"{100 * run_stages[s] / max(case_total, 1e-9):.0f}%"] for s in order]
-    rows.append(["**cases total**", _fmt_s(case_total), ""])
+    rows = [
+        [s, _fmt_s(run_stages[s]), f"{100 * run_stages[s] / max(case_total, 1e-9):.0f}%", _fmt_s(run_cpu[s])]
+        for s in order
+    ]
+    rows.append(["**cases total**", _fmt_s(case_total), "", _fmt_s(sum(run_cpu.values()))])
     rows.append(
         [
             "outside cases (start-up, collection, summary)",
             _fmt_s(max(0.0, run["wall_seconds"] - case_total)) if case_total < run["wall_seconds"] else "-",
             "",
+            "",
         ]
     )
-    lines += _md(["stage", "seconds", "share"], rows)
+    lines += _md(["stage", "wall", "share", "CPU"], rows)
     lines.append("")
     if entries:
         exp_total = sum(exp_stages.values())
@@ -245,10 +258,16 @@ def tabulate(folder: Path) -> list[str]:
         lines.append("")
         order = [s for s in EXPORT_STAGES if s in exp_stages] + sorted(set(exp_stages) - set(EXPORT_STAGES))
         rows = [
-            [s, _fmt_s(exp_stages[s]), f"{100 * exp_stages[s] / max(exp_total, 1e-9):.0f}%"] for s in order
+            [
+                s,
+                _fmt_s(exp_stages[s]),
+                f"{100 * exp_stages[s] / max(exp_total, 1e-9):.0f}%",
+                _fmt_s(exp_cpu[s]),
+            ]
+            for s in order
         ]
-        rows.append(["**exports total**", _fmt_s(exp_total), ""])
-        lines += _md(["stage", "seconds", "share"], rows)
+        rows.append(["**exports total**", _fmt_s(exp_total), "", _fmt_s(sum(exp_cpu.values()))])
+        lines += _md(["stage", "wall", "share", "CPU"], rows)
         lines.append("")
 
     # per form x model
@@ -259,7 +278,7 @@ def tabulate(folder: Path) -> list[str]:
         exp_cell[(e["variant"], e["model"])].append((e.get("export_seconds") or 0.0, bool(e.get("error"))))
     run_cell: dict[tuple[str, str], float] = defaultdict(float)
     for r in records:
-        t = getattr(r, "timing", None) or {}
+        t = r.timing
         run_cell[(r.variant, r.model)] += sum(v for k, v in t.items() if k not in ("export", "export wait"))
     if entries:
         lines.append("Export seconds per form and model (artifacts exported [+ failed attempts]):")

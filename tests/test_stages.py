@@ -49,3 +49,15 @@ def test_an_exception_still_closes_the_stage():
         except ValueError:
             pass
     assert "conversion" in t
+
+
+def test_cpu_seconds_count_work_not_waiting():
+    with collect() as t:
+        with stage("sleep"):
+            time.sleep(0.1)
+        with stage("spin"):
+            end = time.perf_counter() + 0.1
+            while time.perf_counter() < end:
+                pass
+    assert t.cpu["sleep"] < 0.05 < t["sleep"]
+    assert t.cpu["spin"] > 0.02  # a busy loop burns CPU even on a loaded machine

@@ -1,6 +1,8 @@
-"""Stage timers: wall seconds per named stage (``torch.export``, ``lowering``, ``run``, ...).
+"""Stage timers: wall seconds and process CPU seconds per named stage (``torch.export``, ``lowering``,
+``run``, ...).
 
-Always on and cheap (two ``perf_counter`` calls per stage).  ``stage(name)`` adds its *exclusive*
+Always on and cheap (two clock reads per stage).  CPU seconds are the whole process's (all its
+threads), so on a shared machine they say what a stage cost where wall seconds also count waiting.  ``stage(name)`` adds its *exclusive*
 time (its own, minus the stages nested in it) to the innermost ``collect()`` block, so the stages
 of a block add up to at most its wall time and nothing is counted twice.  Outside any ``collect()``
 block a stage costs nothing and records nothing.
@@ -16,7 +18,7 @@ import contextlib
 import contextvars
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 # the stages parbench records, in the order reports list them
 EXPORT_STAGES = (
@@ -40,51 +42,83 @@ class _Frame:
     timings: Timings | None  # the block that receives this frame's exclusive time
     name: str
     start: float
+    cpu_start: float
     nested: float = 0.0  # seconds spent in stages nested in this one
+    nested_cpu: float = 0.0
 
 
 class Timings(dict[str, float]):
-    """Stage name -> seconds, in the order stages first ran."""
+    """Stage name -> wall seconds, in the order stages first ran; ``cpu``: stage -> CPU seconds."""
 
-    def add(self, name: str, seconds: float) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float, cpu: float = 0.0) -> None:
         self[name] = self.get(name, 0.0) + seconds
+        self.cpu[name] = self.cpu.get(name, 0.0) + cpu
+
+    def rounded_cpu(self, digits: int = 3) -> dict[str, float]:
+        return {k: round(v, digits) for k, v in self.cpu.items()}
 
     def rounded(self, digits: int = 3) -> dict[str, float]:
         return {k: round(v, digits) for k, v in self.items()}
-
-    def merge(self, other: dict[str, float]) -> None:
-        for k, v in other.items():
-            self.add(k, float(v))
 
 
 _stack: contextvars.ContextVar[tuple[_Frame, ...]] = contextvars.ContextVar("parbench_stages", default=())
 _active: contextvars.ContextVar[Timings | None] = contextvars.ContextVar("parbench_timings", default=None)
 
 
-def _close(frame: _Frame, outer: tuple[_Frame, ...]) -> float:
+def _close(frame: _Frame, outer: tuple[_Frame, ...]) -> None:
     elapsed = time.perf_counter() - frame.start
+    cpu = time.process_time() - frame.cpu_start
     if frame.timings is not None:
-        frame.timings.add(frame.name, max(0.0, elapsed - frame.nested))
+        frame.timings.add(frame.name, max(0.0, elapsed - frame.nested), max(0.0, cpu - frame.nested_cpu))
     if outer:
         outer[-1].nested += elapsed
-    return elapsed
+        outer[-1].nested_cpu += cpu
+
+
+# called with (stage name, True) on entering a stage and (name, False) on leaving it, e.g. by a
+# progress display; one process-wide observer at most
+_observer: Callable[[str, bool], None] | None = None
+
+
+def observe(fn: Callable[[str, bool], None] | None) -> None:
+    """Set (or with None, clear) the process-wide stage observer."""
+    global _observer
+    _observer = fn
+
+
+@contextlib.contextmanager
+def _observed(name: str) -> Iterator[None]:
+    fn = _observer
+    if fn is None:
+        yield
+        return
+    fn(name, True)
+    try:
+        yield
+    finally:
+        fn(name, False)
 
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
     """Time a block as ``name`` in the innermost ``collect()`` block (if any)."""
-    timings = _active.get()
-    outer = _stack.get()
-    if timings is None and not outer:
-        yield
-        return
-    frame = _Frame(timings, name, time.perf_counter())
-    token = _stack.set((*outer, frame))
-    try:
-        yield
-    finally:
-        _stack.reset(token)
-        _close(frame, outer)
+    with _observed(name):
+        timings = _active.get()
+        outer = _stack.get()
+        if timings is None and not outer:
+            yield
+            return
+        frame = _Frame(timings, name, time.perf_counter(), time.process_time())
+        token = _stack.set((*outer, frame))
+        try:
+            yield
+        finally:
+            _stack.reset(token)
+            _close(frame, outer)
 
 
 @contextlib.contextmanager
@@ -94,20 +128,22 @@ def collect(as_stage: str | None = None) -> Iterator[Timings]:
     outer_timings = _active.get()
     outer = _stack.get()
     timings = Timings()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     t_active = _active.set(timings)
     t_stack = _stack.set(())
     try:
-        yield timings
+        with _observed(as_stage) if as_stage else contextlib.nullcontext():
+            yield timings
     finally:
         _active.reset(t_active)
         _stack.reset(t_stack)
         if as_stage:
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             if outer_timings is not None:
-                outer_timings.add(as_stage, elapsed)
+                outer_timings.add(as_stage, elapsed, cpu)
             if outer:
                 outer[-1].nested += elapsed
+                outer[-1].nested_cpu += cpu
 
 
 def current() -> Timings | None:

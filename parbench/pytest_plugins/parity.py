@@ -19,6 +19,7 @@ import pytest
 from parbench._util.clock import file_stamp
 from parbench.backends import VARIANTS
 from parbench.errors import ConfigError, ParbenchError
+from parbench.pytest_plugins import progress
 from parbench.records import parity as parity_records
 from parbench.records.config import declares_models
 from parbench.records.ids import CaseKey
@@ -54,6 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="failures",
         help="name the first layer or op where a failing form departs from eager (default: failures)",
     )
+    progress.addoption(g)
 
 
 def config_path(config: pytest.Config) -> str | None:
@@ -155,6 +157,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "parbench-xdist")
     if config.getoption("parbench_config") or config.getoption("models"):
         model_registry(config)  # a bad config or model name is a usage error before collection
+    progress.configure(config)
 
 
 class _XdistHooks:
@@ -210,4 +213,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"artifacts: {built} exported, {hits} reused from the cache ({config.getoption('parbench_cache')})"
         + ("; nothing converted" if built == 0 else "")
     )
+    tr.write_line(progress.time_spent(rows))
     tr.write_line(f"results: {', '.join(str(f) for f in files)}")

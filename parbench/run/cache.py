@@ -96,6 +96,7 @@ class ArtifactCache:
                     raise
             record["export_seconds"] = round(time.perf_counter() - t0, 3)
             record["stages"] = stages.rounded()
+            record["stages_cpu"] = stages.rounded_cpu()
             (tmp / ENTRY).write_text(json.dumps(record, indent=1, default=str))
             if final.exists():
                 shutil.rmtree(final)

@@ -34,6 +34,7 @@ def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
     with collect() as timings:
         outcome = _check(h, name, variant, size)
     outcome.record.timing = timings.rounded()
+    outcome.record.timing_cpu = timings.rounded_cpu()
     return outcome
 
 
