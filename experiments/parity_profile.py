@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -114,6 +115,7 @@ def run_suite(label: str, cache: Path, out: Path, pytest_args: list[str]) -> dic
     ]
     click.echo(f"[{label}] {' '.join(cmd)}", err=True)
     load_before = os.getloadavg()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     t0 = time.perf_counter()
     with open(folder / "pytest.log", "wb") as log:
@@ -127,8 +129,6 @@ def run_suite(label: str, cache: Path, out: Path, pytest_args: list[str]) -> dic
                 sys.stderr.flush()
             code = proc.wait()
     wall = time.perf_counter() - t0
-    import resource
-
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = {
         "label": label,
@@ -141,7 +141,9 @@ def run_suite(label: str, cache: Path, out: Path, pytest_args: list[str]) -> dic
         "load_during_max": round(max(sampler.load, default=0.0), 2),
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "peak_rss_gb": round(sampler.peak_rss / 2**30, 2),
-        "children_cpu_seconds": round(ru.ru_utime + ru.ru_stime, 1),
+        "children_cpu_seconds": round(
+            ru.ru_utime + ru.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime, 1
+        ),
         "cpus": os.cpu_count(),
         "cache": str(cache),
     }

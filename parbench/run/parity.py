@@ -16,10 +16,11 @@ from parbench import compare
 from parbench._util.stages import collect, stage
 from parbench.backends import get_backend
 from parbench.backends.base import Artifact
-from parbench.errors import BackendUnavailable, ExportError
+from parbench.errors import BackendUnavailable, ConfigError, ExportError
 from parbench.fixtures import Case
 from parbench.records.parity import ParityRecord
 from parbench.run.harness import Harness
+from parbench.run.timing import torch_threads
 
 
 @dataclasses.dataclass
@@ -29,9 +30,21 @@ class ParityOutcome:
     failed_case: Case | None = None  # the first case outside the policy
 
 
+def parity_threads() -> int | None:
+    """Torch intra-op threads for parity cases: ``PARBENCH_PARITY_THREADS`` (a count, or ``all`` for
+    torch's default), 1 when unset.  Parity needs no speed from threads, and on a busy machine a
+    second thread that waits for a core costs more than it gives (docs/performance.md)."""
+    value = os.environ.get("PARBENCH_PARITY_THREADS", "1").strip().lower()
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"PARBENCH_PARITY_THREADS is {value!r}; give a thread count (1, 2, ...) or 'all'")
+    return int(value)
+
+
 def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
     """The case's parity; ``record.timing`` says where its wall time went (stage -> seconds)."""
-    with collect() as timings:
+    with collect() as timings, torch_threads(parity_threads()):
         outcome = _check(h, name, variant, size)
     outcome.record.timing = timings.rounded()
     outcome.record.timing_cpu = timings.rounded_cpu()
