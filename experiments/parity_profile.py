@@ -166,6 +166,8 @@ def _copy_entries(cache: Path, since: float, dest: Path) -> None:
             k: record.get(k)
             for k in ("variant", "error", "kind", "export_seconds", "stages", "stages_cpu", "sizes")
         }
+        if not record["variant"]:  # a failed attempt names its variant only in its key
+            record["variant"] = (json.loads(entry.read_text()).get("key") or {}).get("variant")
         record.update(model=entry.parent.parent.name, folder=entry.parent.name)
         lines.append(json.dumps(record))
     dest.write_text("\n".join(lines) + ("\n" if lines else ""))
