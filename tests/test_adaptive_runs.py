@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import binom
+from test_bench import run_bench
 
 from parbench.errors import ConfigError
 from parbench.run import adaptive
 from parbench.run.adaptive import Plan, fits, median_ci, open_cases, parse_runs, relative_halfwidth
-from tests.test_bench import run_bench
 
 
 def test_parse_runs() -> None:

@@ -14,15 +14,11 @@ from typing import Any
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from test_bench import smoke_bench_json
 
 from parbench.cli.report import report_command
 from parbench.errors import ReportError
 from parbench.report.build import build_report, collect
-
-try:
-    from test_bench import smoke_bench_json
-except ImportError:  # tests/ imported as a package
-    from test_bench import smoke_bench_json
 
 SIZES = {"tiny_classifier": [224, 320], "tiny_generator": [256, 320]}
 FORMS = ["eager", "torchscript"]

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from parbench._util.console import error_text, quiet
+from parbench._util.stages import stage
 from parbench._util.versions import version_of
 from parbench.backends.base import Artifact, Availability, ExportRequest, Family
 from parbench.backends.export_support import (
@@ -248,20 +249,23 @@ class CoreMLBase:
         with quiet(), torch.no_grad():
             if frontend == "torch.export":
                 shapes = torch_dynamic_shapes(req) if dynamic else None
-                source: Any = torch.export.export(model, example, dynamic_shapes=shapes).run_decompositions(
-                    {}
-                )
+                with stage("torch.export"):
+                    source: Any = torch.export.export(
+                        model, example, dynamic_shapes=shapes
+                    ).run_decompositions({})
             else:
-                source = torch.jit.trace(model, example, check_trace=False)
+                with stage("trace"):
+                    source = torch.jit.trace(model, example, check_trace=False)
             precision = ct.precision.FLOAT16 if self.precision == "float16" else ct.precision.FLOAT32
-            return ct.convert(
-                source,
-                inputs=self._input_types(req, dynamic),
-                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names(req)],
-                convert_to="mlprogram",
-                compute_precision=precision,
-                minimum_deployment_target=getattr(ct.target, self.target),
-            )
+            with stage("conversion"):
+                return ct.convert(
+                    source,
+                    inputs=self._input_types(req, dynamic),
+                    outputs=[ct.TensorType(name=n, dtype=np.float32) for n in output_names(req)],
+                    convert_to="mlprogram",
+                    compute_precision=precision,
+                    minimum_deployment_target=getattr(ct.target, self.target),
+                )
 
     def _converted(
         self, req: ExportRequest, convert: Callable[[Frontend, bool], Any], hint: str
@@ -282,7 +286,7 @@ class CoreMLBase:
         if path.exists():
             shutil.rmtree(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with quiet():
+        with quiet(), stage("save"):
             conv.mlmodel.save(str(path))
         meta.update(
             frontend=conv.frontend,

@@ -45,6 +45,7 @@ import torch
 
 import parbench
 from parbench._util.console import quiet
+from parbench._util.stages import stage
 from parbench.backends.base import Artifact, ExportRequest, Family
 from parbench.backends.coreml import (
     Converted,
@@ -413,11 +414,13 @@ class CoreMLImageBackend(CoreMLBase):
             if frontend == "torch.export":
                 # one positional argument (the image): the spec of *args' first element
                 shapes = torch_dynamic_shapes(req)[0] if dynamic else None
-                source: Any = torch.export.export(model, example, dynamic_shapes=shapes).run_decompositions(
-                    {}
-                )
+                with stage("torch.export"):
+                    source: Any = torch.export.export(
+                        model, example, dynamic_shapes=shapes
+                    ).run_decompositions({})
             else:
-                source = torch.jit.trace(model, example, check_trace=False)
+                with stage("trace"):
+                    source = torch.jit.trace(model, example, check_trace=False)
             exact = self.normalization == "exact"
             kwargs: dict[str, Any] = dict(
                 convert_to="mlprogram",
@@ -429,26 +432,29 @@ class CoreMLImageBackend(CoreMLBase):
             inputs = [self._image_type(req, spec.input_names[0], dynamic)]
             outputs = [ct.TensorType(name=n, dtype=np.float32) for n in out_names]
             if cls is None or self.classifier == "none":
-                return ct.convert(source, inputs=inputs, outputs=outputs, **kwargs)
+                with stage("conversion"):
+                    return ct.convert(source, inputs=inputs, outputs=outputs, **kwargs)
             # coremltools 9.0 fails (IndexError in get_func_output) when ClassifierConfig meets a
             # model with another tensor output and typed outputs (ours, or fp16 I/O defaults at
             # iOS16+).  So: convert to a MIL program first, then add the classifier to that
             # program with no further passes.
             kwargs["convert_to"] = "milinternal"
-            prog = ct.convert(source, inputs=inputs, outputs=outputs, **kwargs)
+            with stage("conversion"):
+                prog = ct.convert(source, inputs=inputs, outputs=outputs, **kwargs)
             prog.functions["main"].output_types = None  # output dtypes are already set by now
             config = ct.ClassifierConfig(
                 list(labels),
                 predicted_feature_name=LABEL_NAME,
                 predicted_probabilities_output=out_names[-1] if softmax else cls[0],
             )
-            return ct.convert(
-                prog,
-                convert_to="mlprogram",
-                classifier_config=config,
-                minimum_deployment_target=getattr(ct.target, self.target),
-                pass_pipeline=ct.PassPipeline.EMPTY,
-            )
+            with stage("conversion"):
+                return ct.convert(
+                    prog,
+                    convert_to="mlprogram",
+                    classifier_config=config,
+                    minimum_deployment_target=getattr(ct.target, self.target),
+                    pass_pipeline=ct.PassPipeline.EMPTY,
+                )
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         if reason := applies_to(req.spec):

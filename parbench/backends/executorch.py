@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from parbench._util.console import error_text, quiet
+from parbench._util.stages import stage
 from parbench._util.versions import version_of
 from parbench.backends.base import Artifact, Availability, ExportRequest, Family
 from parbench.backends.export_support import (
@@ -148,7 +149,8 @@ class _ExecuTorchBase:
         shapes = torch_dynamic_shapes(req) if dynamic else None
         model = TorchOutputFlattening(req.module).eval()
         with quiet():
-            ep = torch.export.export(model, tuple(req.example_inputs), dynamic_shapes=shapes)
+            with stage("torch.export"):
+                ep = torch.export.export(model, tuple(req.example_inputs), dynamic_shapes=shapes)
             if self.quantize:
                 ep = self._quantize(req, ep, shapes, dynamic, meta)
         return ep
@@ -159,9 +161,10 @@ class _ExecuTorchBase:
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
 
-            edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
-            meta["delegation"] = _delegation(edge.exported_program().graph_module)
-            program = edge.to_executorch()
+            with stage("lowering"):
+                edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+                meta["delegation"] = _delegation(edge.exported_program().graph_module)
+                program = edge.to_executorch()
         return program.buffer
 
     def _quantize(self, req: ExportRequest, ep: Any, shapes: Any, dynamic: bool, meta: dict) -> Any:
@@ -175,18 +178,21 @@ class _ExecuTorchBase:
         if self.keep_fp32:
             quantizer.set_filter_function(_outside(self.keep_fp32))
             meta["keep_fp32"] = list(self.keep_fp32)
-        prepared = prepare_pt2e(ep.module(), quantizer)
+        with stage("quantize"):
+            prepared = prepare_pt2e(ep.module(), quantizer)
         batches, note = calibration_batches(req, fixed=not dynamic)
-        with torch.no_grad():
+        with stage("calibration"), torch.no_grad():
             for xs in batches:
                 prepared(*xs)
         meta["calibration"] = len(batches)
         if note:
             meta.setdefault("notes", []).append(note)
-        converted = convert_pt2e(prepared)
+        with stage("quantize"):
+            converted = convert_pt2e(prepared)
         # the converted graph takes the inputs as plain positional arguments, not ``*args``
         flat_shapes = shapes[0] if shapes is not None else None
-        return torch.export.export(converted, tuple(req.example_inputs), dynamic_shapes=flat_shapes)
+        with stage("torch.export"):
+            return torch.export.export(converted, tuple(req.example_inputs), dynamic_shapes=flat_shapes)
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:
         path = artifact_path(out, self.suffix)

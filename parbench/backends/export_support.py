@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from parbench._util.console import error_text, quiet
+from parbench._util.stages import stage
 from parbench.backends.base import Artifact, ExportRequest
 from parbench.errors import BackendUnavailable, ConfigError, ExportError, NeedsPerSize, SessionError
 from parbench.zoo.outputs import flatten_outputs
@@ -123,6 +124,13 @@ def check_sizes(
 ) -> list[int]:
     """Run a one-for-all artifact at the extreme sizes; NeedsPerSize if it fails or its output
     shapes differ from eager's there.  Returns the sizes checked."""
+    with stage("size check"):
+        return _check_sizes(req, form, run)
+
+
+def _check_sizes(
+    req: ExportRequest, form: str, run: Callable[[tuple[torch.Tensor, ...]], Sequence[np.ndarray]]
+) -> list[int]:
     checked = []
     for size in probe_sizes(req):
         xs = inputs_at(req, size)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from parbench._util.console import error_text, quiet
+from parbench._util.stages import stage
 from parbench._util.versions import version_of
 from parbench.backends.base import Artifact, Availability, ExportRequest, Family
 from parbench.backends.export_support import (
@@ -135,7 +136,7 @@ class OnnxBackend:
                 verbose=False,
                 optimize=True,
             )
-        with quiet(), torch.no_grad():
+        with quiet(), torch.no_grad(), stage("conversion"):
             torch.onnx.export(model, tuple(req.example_inputs), str(dest), **kwargs)
 
     def export(self, req: ExportRequest, out: Path) -> Artifact:

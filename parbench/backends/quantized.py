@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from parbench._util.console import error_text, quiet
+from parbench._util.stages import stage
 from parbench.backends.base import Artifact, Availability, ExportRequest, Family
 from parbench.backends.export_support import (
     artifact_path,
@@ -195,7 +196,8 @@ class QuantizedInt8Backend:
             qconfig = get_default_qconfig_mapping(ENGINE)
             for path in self.keep_fp32:
                 qconfig.set_module_name(path, None)
-            prepared = prepare_fx(model, qconfig, tuple(req.example_inputs))
+            with stage("quantize"):
+                prepared = prepare_fx(model, qconfig, tuple(req.example_inputs))
         except Exception as exc:
             reason = error_text(exc, 3)
             if not _has_linear(model):
@@ -214,14 +216,15 @@ class QuantizedInt8Backend:
             return TorchOutputFlattening(dq).eval()
         # any size works for calibration: the FX graph is not shape-specialized
         batches, note = calibration_batches(req, fixed=False)
-        with torch.no_grad():
+        with stage("calibration"), torch.no_grad():
             for xs in batches:
                 prepared(*xs)
         meta["flow"] = "fx"
         meta["calibration"] = len(batches)
         if note:
             meta.setdefault("notes", []).append(note)
-        converted = convert_fx(prepared)
+        with stage("quantize"):
+            converted = convert_fx(prepared)
         self._clamp_check(converted, meta)
         if self.keep_fp32:
             meta["keep_fp32"] = list(self.keep_fp32)
@@ -278,7 +281,7 @@ class QuantizedInt8Backend:
                     "the module from quantization in the qconfig mapping."
                 ) from exc
             try:
-                with torch.no_grad():
+                with torch.no_grad(), stage("trace"):
                     traced = torch.jit.trace(quantized, tuple(req.example_inputs), check_trace=False)
             except Exception as exc:
                 raise ExportError(
@@ -288,9 +291,11 @@ class QuantizedInt8Backend:
             if dynamic:  # before saving: a NeedsPerSize leaves nothing behind
                 meta["sizes_checked"] = self._check_sizes(req, traced, quantized)
             path.parent.mkdir(parents=True, exist_ok=True)
-            traced.save(str(path))
+            with stage("save"):
+                traced.save(str(path))
             if self.check_lite:
-                meta["lite"] = _lite_check(traced, tuple(req.example_inputs))
+                with stage("verify"):
+                    meta["lite"] = _lite_check(traced, tuple(req.example_inputs))
         meta["dynamic_shapes"] = dynamic
         return exported_artifact(self.name, req, path, "pt", dynamic, meta)
 

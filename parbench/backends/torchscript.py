@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from parbench._util.stages import stage
 from parbench.backends.base import Artifact, Availability, ExportRequest
 from parbench.backends.export_support import exported_artifact
 from parbench.backends.torch_session import TorchModuleSession
@@ -20,7 +21,7 @@ from parbench.errors import ExportError
 def trace(req: ExportRequest) -> tuple[torch.jit.ScriptModule, list[str]]:
     """Trace the model at the example inputs; returns the module and the tracer's warnings
     (e.g. "Converting a tensor to a Python boolean might cause the trace to be incorrect")."""
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, stage("trace"):
         warnings.simplefilter("always", torch.jit.TracerWarning)
         try:
             traced = torch.jit.trace(req.module, req.example_inputs, strict=False, check_trace=False)

@@ -20,6 +20,7 @@ from parbench._util.clock import file_stamp
 from parbench.backends import VARIANTS
 from parbench.backends.registry import default_variants
 from parbench.errors import ConfigError, ParbenchError
+from parbench.pytest_plugins import progress
 from parbench.records import parity as parity_records
 from parbench.records.config import declares_models
 from parbench.records.ids import CaseKey
@@ -66,6 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=300.0,
         help="seconds one localisation may take; a case predicted to take longer is not started (default: 300)",
     )
+    progress.addoption(g)
 
 
 def config_path(config: pytest.Config) -> str | None:
@@ -170,6 +172,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(), "parbench-xdist")
     if config.getoption("parbench_config") or config.getoption("models"):
         model_registry(config)  # a bad config or model name is a usage error before collection
+    progress.configure(config)
 
 
 class _XdistHooks:
@@ -225,4 +228,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"artifacts: {built} exported, {hits} reused from the cache ({config.getoption('parbench_cache')})"
         + ("; nothing converted" if built == 0 else "")
     )
+    tr.write_line(progress.time_spent(rows))
     tr.write_line(f"results: {', '.join(str(f) for f in files)}")

@@ -86,6 +86,9 @@ class ParityRecord(Record):
     # what the export decided: path, format, bytes, sizes, per_size_reason, export_seconds, ...
     export: dict[str, Any] = Field(default_factory=dict)
     cache: str = ""  # "hit", "exported" or "" (no artifact)
+    # where the case's wall time went: stage (fixtures, artifact, export, load, run, compare, ...) -> s
+    timing: dict[str, float] = Field(default_factory=dict)
+    timing_cpu: dict[str, float] = Field(default_factory=dict)  # the same stages' process CPU seconds
     # the first layer or op where the form departs from eager, when localisation ran
     first_divergence: FirstDivergence | None = None
     versions: dict[str, str] = Field(default_factory=versions)

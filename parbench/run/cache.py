@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from parbench._util.hashing import path_bytes, sha256_path, stable_json
+from parbench._util.stages import collect
 from parbench.backends.base import Artifact
 from parbench.errors import ExportError, NeedsPerSize
 
@@ -84,15 +85,18 @@ class ArtifactCache:
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
             tmp.mkdir(parents=True)
             t0 = time.perf_counter()
-            try:
-                art = export(tmp / "model")
-                record = self._record(art, tmp, key_parts)
-            except ExportError as exc:
-                record = {"error": str(exc), "kind": type(exc).__name__, "key": key_parts}
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            with collect(as_stage="export") as stages:
+                try:
+                    art = export(tmp / "model")
+                    record = self._record(art, tmp, key_parts)
+                except ExportError as exc:
+                    record = {"error": str(exc), "kind": type(exc).__name__, "key": key_parts}
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
             record["export_seconds"] = round(time.perf_counter() - t0, 3)
+            record["stages"] = stages.rounded()
+            record["stages_cpu"] = stages.rounded_cpu()
             (tmp / ENTRY).write_text(json.dumps(record, indent=1, default=str))
             if final.exists():
                 shutil.rmtree(final)
@@ -140,6 +144,8 @@ class ArtifactCache:
                 reason = f"artifact {path.name} does not match its sha256"
             else:
                 meta = dict(record["meta"], export_seconds=record["export_seconds"])
+                if "stages" in record:
+                    meta["export_stages"] = record["stages"]
                 return Artifact(variant, path, record["format"], record["sizes"], meta, **names), None
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             reason = f"unreadable entry: {exc}"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from parbench import zoo
+from parbench._util.stages import stage
 from parbench.backends import VARIANTS, get_backend
 from parbench.backends.base import Artifact, Backend, ExportRequest, Session
 from parbench.errors import ConfigError, FixtureError, NeedsPerSize
@@ -61,7 +62,8 @@ class Harness:
 
     def module(self, name: str) -> torch.nn.Module:
         if name not in self._modules:
-            self._modules[name] = zoo.load_model(self.spec(name), self.cache_dir)
+            with stage("model"):
+                self._modules[name] = zoo.load_model(self.spec(name), self.cache_dir)
         return self._modules[name]
 
     def model_digest(self, name: str) -> str:
@@ -70,11 +72,12 @@ class Harness:
         a changed weight, architecture or ``forward`` never reuses an old artifact or old goldens."""
         if name not in self._digests:
             module = self.module(name)
-            h = hashlib.sha256(zoo.code_digest(module).encode())
-            for key, tensor in module.state_dict().items():
-                t = tensor.detach().cpu().contiguous()
-                h.update(f"{key}:{t.dtype}:{list(t.shape)}".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            with stage("model"):
+                h = hashlib.sha256(zoo.code_digest(module).encode())
+                for key, tensor in module.state_dict().items():
+                    t = tensor.detach().cpu().contiguous()
+                    h.update(f"{key}:{t.dtype}:{list(t.shape)}".encode())
+                    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self._digests[name] = h.hexdigest()
         return self._digests[name]
 
@@ -82,9 +85,15 @@ class Harness:
         """The model's fixture set, built once into the cache (and rebuilt if corrupt)."""
         if name in self._fixtures:
             return self._fixtures[name]
+        digest = self.model_digest(name)
+        with stage("fixtures"):
+            self._fixtures[name] = self._open_fixtures(name, digest)
+        return self._fixtures[name]
+
+    def _open_fixtures(self, name: str, digest: str) -> FixtureSet:
         spec = self.spec(name)
         sizes = "_".join(map(str, spec.sizes))
-        key = hashlib.sha256(f"{spec.spec_hash}:{self.model_digest(name)}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{spec.spec_hash}:{digest}".encode()).hexdigest()[:16]
         root = self.cache_dir / "fixtures" / f"{name}-{key}-{sizes}-c{CASES_PER_SIZE}"
         root.parent.mkdir(parents=True, exist_ok=True)
         with open(str(root) + ".lock", "a+") as lock:
@@ -98,7 +107,6 @@ class Harness:
                 else:
                     self.log(f"building fixtures for {name} at {sizes.replace('_', ', ')} px")
                 fs = build_fixtures(root, [spec], lambda s: self.module(s.name), CASES_PER_SIZE)
-        self._fixtures[name] = fs
         return fs
 
     def cases(self, name: str, size: int) -> list[Case]:
@@ -139,18 +147,19 @@ class Harness:
         self, name: str, variant: str, export_size: int, per_size: bool
     ) -> Callable[[Path], Artifact]:
         spec, backend = self.spec(name), self.backend(name, variant)
+        module, names = self.module(name), self.output_names(name)
 
         def export(out: Path) -> Artifact:
             example = tuple(torch.from_numpy(v) for v in zoo.example_inputs(spec, export_size).values())
             req = ExportRequest(
-                module=self.module(name),
+                module=module,
                 spec=spec,
                 example_inputs=example,
                 export_size=export_size,
                 sizes=[export_size] if per_size else list(spec.sizes),
                 per_size=per_size,
                 calibration=zoo.calibration_inputs(spec, export_size) if backend.family == "int8" else (),
-                output_names=self.output_names(name),
+                output_names=names,
             )
             self.log(f"exporting {name} -> {variant}" + (f" at {export_size}px" if per_size else ""))
             art = backend.export(req, out)
@@ -168,6 +177,10 @@ class Harness:
         "rebuilt (...)"; "" for eager, which is not exported).  One artifact exported at the
         example size when the form can serve every size from one file, else (or when that fails
         for this model) one per size."""
+        with stage("artifact"):
+            return self._cached_artifact(name, variant, size)
+
+    def _cached_artifact(self, name: str, variant: str, size: int) -> CacheOutcome:
         spec, backend = self.spec(name), self.backend(name, variant)
         if variant == "eager":
             names = self.output_names(name)
@@ -209,7 +222,8 @@ class Harness:
         if key in self._sessions:
             self._sessions.move_to_end(key)
             return self._sessions[key]
-        sess = self.backend(name, variant).load(art)
+        with stage("load"):
+            sess = self.backend(name, variant).load(art)
         self._sessions[key] = sess
         while len(self._sessions) > SESSIONS_KEPT:
             self._sessions.popitem(last=False)

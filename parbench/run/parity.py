@@ -13,12 +13,14 @@ import os
 import traceback
 
 from parbench import compare
+from parbench._util.stages import collect, stage
 from parbench.backends import get_backend
 from parbench.backends.base import Artifact
-from parbench.errors import BackendUnavailable, ExportError
+from parbench.errors import BackendUnavailable, ConfigError, ExportError
 from parbench.fixtures import Case
 from parbench.records.parity import ParityRecord
 from parbench.run.harness import Harness
+from parbench.run.timing import torch_threads
 
 
 @dataclasses.dataclass
@@ -28,7 +30,28 @@ class ParityOutcome:
     failed_case: Case | None = None  # the first case outside the policy
 
 
+def parity_threads() -> int | None:
+    """Torch intra-op threads for parity cases: ``PARBENCH_PARITY_THREADS`` (a count, or ``all`` for
+    torch's default), 1 when unset.  Parity needs no speed from threads, and on a busy machine a
+    second thread that waits for a core costs more than it gives (docs/performance.md)."""
+    value = os.environ.get("PARBENCH_PARITY_THREADS", "1").strip().lower()
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"PARBENCH_PARITY_THREADS is {value!r}; give a thread count (1, 2, ...) or 'all'")
+    return int(value)
+
+
 def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
+    """The case's parity; ``record.timing`` says where its wall time went (stage -> seconds)."""
+    with collect() as timings, torch_threads(parity_threads()):
+        outcome = _check(h, name, variant, size)
+    outcome.record.timing = timings.rounded()
+    outcome.record.timing_cpu = timings.rounded_cpu()
+    return outcome
+
+
+def _check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
     spec, backend = h.spec(name), get_backend(variant)
     record = ParityRecord(
         model=name, variant=variant, size=size, task=spec.task, family=backend.family, verdict="error"
@@ -70,7 +93,8 @@ def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
     comps, failed = [], None
     for case in h.cases(name, size):
         try:
-            out = session.run(case.inputs)
+            with stage("run"):
+                out = session.run(case.inputs)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[-1][:500]
             record.verdict = "xfail" if known else "error"
@@ -81,7 +105,8 @@ def check(h: Harness, name: str, variant: str, size: int) -> ParityOutcome:
             if os.environ.get("PARBENCH_DEBUG"):
                 record.message += "\n" + traceback.format_exc()
             return outcome
-        comp = compare.compare(out, case.golden, spec.task, backend.family, variant, spec.tolerances)
+        with stage("compare"):
+            comp = compare.compare(out, case.golden, spec.task, backend.family, variant, spec.tolerances)
         comps.append(comp)
         record.cases.append(case.id)
         if not comp.passed and failed is None:

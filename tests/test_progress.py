@@ -1,0 +1,100 @@
+"""The parity suite's progress line: what it says, when it is drawn, and the end-of-run time line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from parbench.pytest_plugins.progress import Progress, time_spent, wanted
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_line_names_case_stage_count_and_eta():
+    p = Progress(total=4, now=0.0)
+    assert p.line(0.0) == "parbench 0/4 · elapsed 0:00 · ETA after the first case"
+    p.start_case("mnv2 executorch_fp32 224px", "executorch_fp32", 0.0)
+    p.stage("export", True, 1.0)
+    p.stage("lowering", True, 5.0)
+    assert (
+        p.line(65.0)
+        == "parbench 0/4 · mnv2 executorch_fp32 224px · lowering 1:00 · elapsed 1:05 · ETA after the first case"
+    )
+    p.stage("lowering", False, 70.0)
+    p.stage("export", False, 71.0)
+    p.end_case(80.0)
+    # one case took 80 s: three left
+    assert p.eta(80.0) == 240.0
+    p.start_case("mnv2 executorch_fp32 256px", "executorch_fp32", 80.0)
+    p.stage("export", True, 80.0)
+    line = p.line(100.0)
+    assert "export 0:20 (this form's exports took ~1:10)" in line
+    assert line.endswith("ETA ~3:40")  # 240 s less the 20 s the current case has run
+
+
+def test_leaving_an_outer_stage_drops_inner_ones_left_open():
+    p = Progress(total=1, now=0.0)
+    p.start_case("m v 1px", "v", 0.0)
+    p.stage("artifact", True, 0.0)
+    p.stage("torch.export", True, 1.0)
+    p.stage("artifact", False, 2.0)  # an exception unwound both
+    assert "torch.export" not in p.line(3.0) and "artifact" not in p.line(3.0)
+
+
+def test_time_spent_orders_stages_and_names_the_costliest_exports():
+    records = [
+        SimpleNamespace(
+            variant="executorch_int8", timing={"export": 300.0, "run": 2.0}, timing_cpu={"export": 280.0}
+        ),
+        SimpleNamespace(variant="onnx", timing={"export": 20.0, "compare": 1.5}, timing_cpu={"export": 19.0}),
+    ]
+    line = time_spent(records)
+    assert line.startswith(
+        "time: 5m23s in cases (4m59s CPU): export 5m20s (executorch_int8 5m00s, onnx 20.0s)"
+    )
+    assert line.index("run 2.0s") < line.index("compare 1.5s")
+    assert time_spent([]) == "time: no stage timings recorded"
+
+
+def _config(progress="auto", verbosity=0, worker=False, **options):
+    options = {"parbench_progress": progress, "numprocesses": None, "capture": "fd", **options}
+    config = SimpleNamespace(getoption=lambda name, default=None: options.get(name, default))
+    config.get_verbosity = lambda: verbosity
+    if worker:
+        config.workerinput = {}
+    return config
+
+
+def test_line_is_drawn_on_a_terminal_unless_asked_not_to(monkeypatch):
+    monkeypatch.delenv("PARBENCH_PROGRESS", raising=False)
+    assert wanted(_config(), fd_is_tty=True)
+    assert not wanted(_config(), fd_is_tty=False)  # a pipe or a CI log
+    assert not wanted(_config(verbosity=-1), fd_is_tty=True)  # -q
+    assert not wanted(_config(capture="no"), fd_is_tty=True)  # -s: test output would cut through it
+    assert not wanted(_config(numprocesses=2), fd_is_tty=True)  # xdist: cases run in workers
+    assert not wanted(_config("off"), fd_is_tty=True)
+    assert wanted(_config("on"), fd_is_tty=False)
+    assert not wanted(_config("on", worker=True), fd_is_tty=True)
+    monkeypatch.setenv("PARBENCH_PROGRESS", "off")
+    assert not wanted(_config(), fd_is_tty=True)
+    monkeypatch.setenv("PARBENCH_PROGRESS", "loud")
+    with pytest.raises(pytest.UsageError, match="PARBENCH_PROGRESS is 'loud'; use one of auto, on, off"):
+        wanted(_config(), fd_is_tty=True)
+
+
+def test_suite_draws_the_line_and_ends_with_where_the_time_went(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PARBENCH_PROGRESS", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "parity/", "-p", "no:cacheprovider", "--models", "tiny_classifier",
+         "--sizes", "224", "--variants", "eager", "--parbench-cache", str(tmp_path / "cache"),
+         "--parbench-reports", str(tmp_path / "reports"), "--parbench-progress", "on"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "parbench 0/1 · tiny_classifier eager 224px · " in run.stderr
+    assert run.stderr.endswith("\x1b[K")  # the line is wiped before pytest writes again
+    assert "\ntime: " in run.stdout and " in cases (" in run.stdout and "fixtures " in run.stdout
