@@ -12,16 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bench import smoke_bench_json
+from test_report import SIZES, parity_line
 
 from parbench.report.build import build_report
 from parbench.report.tables import VERDICT_COLORS
-
-try:
-    from test_bench import smoke_bench_json
-    from test_report import SIZES, parity_line
-except ImportError:  # tests/ imported as a package
-    from test_bench import smoke_bench_json
-    from test_report import SIZES, parity_line
 
 
 def find_chromium() -> str | None:
