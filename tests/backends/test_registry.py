@@ -64,6 +64,9 @@ def test_bad_names_and_values_are_config_errors() -> None:
     with pytest.raises(UnknownVariant, match="unknown variant 'tflite'; known: eager, torchscript"):
         get_backend("tflite")
     with pytest.raises(ConfigError, match="'onnx': options take plain values"):
+        get_backend("onnx", opset={"default": 17})
+    # a TOML list becomes a tuple (keep_fp32 = [...]); a form that wants a number still says so
+    with pytest.raises(ConfigError, match="'onnx': opset must be an ONNX opset number"):
         get_backend("onnx", opset=[17])
     with pytest.raises(ConfigError, match="'onnx': opset must be an ONNX opset number"):
         get_backend("onnx", opset="17")
