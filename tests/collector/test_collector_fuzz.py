@@ -32,21 +32,25 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, seed, settings
 from hypothesis import strategies as st
-from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from schemathesis.transport.prepare import prepare_body
+from schemathesis.transport import register_serializer
+from schemathesis.transport.requests import REQUESTS_TRANSPORT
 from schemathesis.transport.serialization import serialize_json
 from support.collector_helpers import AUTH, TOKEN, build_fixture_set, device_run, make_result
 from support.collector_strategies import (
     DEEP_JSON,
     FINITE,
     FREE_JSON,
+    NONFINITE_JSON,
     NUMBERS,
     ODD_DATES,
+    SURROGATE_JSON,
     TEXT,
+    TOO_DEEP_JSON,
     VALID_DEEP_JSON,
     VALID_FREE_JSON,
     VALID_TEXT,
+    WITH_SURROGATE,
     same_json,
 )
 
@@ -79,11 +83,13 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app)
 
 # -- what the hooks put into generated bodies ----------------------------------------------------
 
-# Half the values are valid but odd (huge and tiny numbers, any Unicode, deep nesting), so that
-# accepted bodies are read back; half are refused (lone surrogates, NaN, Infinity, too deep).
-# The valid ones come first: Hypothesis favours the first branch, and they hold more to read back.
-FREE = st.one_of(VALID_DEEP_JSON, VALID_FREE_JSON, FREE_JSON, DEEP_JSON)
-ANY_TEXT = st.one_of(VALID_TEXT, TEXT)
+# Values that must be refused (lone surrogates, NaN, Infinity, too deep) alternate with values that
+# are valid but odd (huge and tiny numbers, any Unicode, deep nesting), so that both refusals and
+# read-back are exercised; Hypothesis favours the first branches of a `one_of`.
+FREE = st.one_of(
+    SURROGATE_JSON, VALID_DEEP_JSON, NONFINITE_JSON, VALID_FREE_JSON, TOO_DEEP_JSON, FREE_JSON, DEEP_JSON
+)
+ANY_TEXT = st.one_of(WITH_SURROGATE, VALID_TEXT, TEXT)
 
 
 def _one_hostile(base: dict[str, Any], hostile: dict[str, st.SearchStrategy]) -> st.SearchStrategy:
@@ -96,7 +102,9 @@ def _with_extras(fixed: Any) -> st.SearchStrategy:
     """A device/runtime object with hostile extra keys or a hostile name, its other typed keys kept."""
     if not isinstance(fixed, dict):
         return st.just(fixed)
-    extras = st.one_of(VALID_FREE_JSON, FREE_JSON).map(lambda extra: {**extra, **fixed})
+    extras = st.one_of(SURROGATE_JSON, VALID_FREE_JSON, NONFINITE_JSON, FREE_JSON).map(
+        lambda extra: {**extra, **fixed}
+    )
     if "model" not in fixed:  # a runtime: its name has a pattern
         return extras
     return st.one_of(extras, ANY_TEXT.map(lambda name: {**fixed, "name": name}))
@@ -226,20 +234,25 @@ def _check_results_read_back(run_id: str, sent: list[dict[str, Any]]) -> None:
         )
 
 
-def _json_data(case: Any) -> dict[str, bytes]:
-    """The body as schemathesis would send it, but written the way a careless client writes JSON:
-    NaN/Infinity tokens, surrogates as \\ud800 escapes."""
-    if case.media_type != "application/json" or isinstance(case.body, NotSet):
-        return {}
-    out = serialize_json(prepare_body(case))
-    return {"data": json.dumps(out["json"], allow_nan=True).encode()} if "json" in out else out
+def _careless_json(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
+    """JSON bodies as schemathesis writes them, but the way a careless client writes JSON: with
+    NaN/Infinity tokens (which the collector's parser reads); surrogates go out as \\ud800 escapes."""
+    out = serialize_json(value)
+    return json.dumps(out["json"], allow_nan=True).encode() if "json" in out else out["data"]
 
 
 @pytest.fixture(scope="module")
 def accepted() -> Iterator[Counter]:
     """Counts accepted writes; afterwards, the readers of the whole store still work."""
     counts: Counter = Counter()
-    yield counts
+    # Serializers are process-wide: the built-in one is put back afterwards.
+    builtin = REQUESTS_TRANSPORT.get_first_matching_media_type("application/json")
+    assert builtin is not None
+    schemathesis.serializer("application/json")(_careless_json)
+    try:
+        yield counts
+    finally:
+        register_serializer(builtin[1], "application/json")
     listed = _reader.get("/api/v1/runs", headers=AUTH, params={"limit": 1000})
     assert listed.status_code == 200, listed.text
     out = _work / "out"
@@ -275,9 +288,7 @@ def test_api_never_fails_on_generated_requests(case, accepted: Counter) -> None:
     # Every check but "schema-valid data is accepted": part of what the collector refuses is not
     # expressible in OpenAPI (the run must exist, the model must be in the served manifest, a
     # successful result needs samples, a device run needs its device), and is refused with 4xx.
-    response = case.call_and_validate(
-        headers=AUTH, excluded_checks=[positive_data_acceptance], **_json_data(case)
-    )
+    response = case.call_and_validate(headers=AUTH, excluded_checks=[positive_data_acceptance])
     ok = 200 <= response.status_code < 300
     body = case.body if isinstance(case.body, dict) else None
     if method == "PUT" and path == RUNS:

@@ -82,6 +82,19 @@ VALID_FREE_JSON = st.dictionaries(
 VALID_DEEP_JSON = st.integers(min_value=MAX_JSON_DEPTH - 4, max_value=MAX_JSON_DEPTH - 1).map(_nest)
 
 
+# Values that always hold what the collector must refuse (so a refusal that stops working is found
+# even by the few examples a short run draws): a lone surrogate, NaN or Infinity, too deep nesting.
+WITH_SURROGATE = st.builds(lambda a, b: a + b, VALID_TEXT, SURROGATES)
+SURROGATE_JSON = st.one_of(
+    st.builds(lambda s, v: {s: v}, WITH_SURROGATE, VALID_TEXT),
+    st.builds(lambda k, s: {k: [s]}, VALID_TEXT, WITH_SURROGATE),
+)
+NONFINITE_JSON = st.builds(
+    lambda k, x: {k: {"value": x}}, VALID_TEXT, st.sampled_from([math.nan, math.inf, -math.inf])
+)
+TOO_DEEP_JSON = st.integers(min_value=MAX_JSON_DEPTH, max_value=MAX_JSON_DEPTH + 8).map(_nest)
+
+
 def same_json(sent: Any, got: Any) -> bool:
     """`got` is `sent` read back: equal, with NaN equal to NaN and an integral float equal to its int."""
     if isinstance(sent, float) and isinstance(got, int | float):
