@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.collector_helpers import AUTH, TOKEN, device_run, make_result
-from support.collector_strategies import DEEP_JSON, FREE_JSON, ODD_DATES
+from support.collector_strategies import DEEP_JSON, FREE_JSON, ODD_DATES, same_json
 
 from parbench.cli.regress import history_command
 from parbench.collector.app import create_app
@@ -30,16 +29,6 @@ JSON = {**AUTH, "Content-Type": "application/json"}
 def _body(obj: Any) -> bytes:
     """As a careless client would send it: NaN/Infinity tokens, surrogates as \\ud800 escapes."""
     return json.dumps(obj, allow_nan=True).encode()
-
-
-def _same(sent: Any, got: Any) -> bool:
-    if isinstance(sent, float) and isinstance(got, int | float):
-        return sent == got or (math.isnan(sent) and math.isnan(got))
-    if isinstance(sent, dict) and isinstance(got, dict):
-        return sent.keys() == got.keys() and all(_same(sent[k], got[k]) for k in sent)
-    if isinstance(sent, list) and isinstance(got, list):
-        return len(sent) == len(got) and all(_same(a, b) for a, b in zip(sent, got, strict=True))
-    return sent == got
 
 
 def test_free_form_fields_never_poison_the_store(tmp_path: Path) -> None:
@@ -82,7 +71,7 @@ def test_free_form_fields_never_poison_the_store(tmp_path: Path) -> None:
             stored = c.get(f"/api/v1/runs/{run_id}", headers=AUTH)
             assert stored.status_code == 200, stored.text
             for key in ("created_utc", "machine", "fixture_set", "device", "runtime"):
-                assert _same(run[key], stored.json()["run"][key]), key
+                assert same_json(run[key], stored.json()["run"][key]), key
 
             result = make_result(0, xctest=xctest, extra=extra)
             r = c.post(f"/api/v1/runs/{run_id}/results", content=_body({"results": [result]}), headers=JSON)
@@ -92,7 +81,7 @@ def test_free_form_fields_never_poison_the_store(tmp_path: Path) -> None:
             if r.status_code == 200:
                 accepted["results"] += 1
                 (got,) = back.json()["results"]
-                assert _same(xctest, got["xctest"]) and _same(extra, got["extra"])
+                assert same_json(xctest, got["xctest"]) and same_json(extra, got["extra"])
             else:
                 assert back.json()["results"] == []
             assert c.get("/api/v1/runs", headers=AUTH, params={"limit": 1000}).status_code == 200

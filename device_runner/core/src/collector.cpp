@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "parbench/errors.h"
@@ -44,7 +45,28 @@ HttpResponse Transport::download(const std::string& url, const Headers& headers,
 }
 
 bool is_retryable(const HttpResponse& r) {
-  return r.status == 0 || r.status == 408 || r.status == 425 || r.status == 429 || r.status >= 500;
+  switch (r.status) {
+    case 0:    // no response
+    case 408:  // request timeout
+    case 425:  // too early
+    case 429:  // too many requests
+    case 502:  // bad gateway, gateway timeout: a proxy in front of a collector that is down
+    case 503:  // the collector's "busy": its store stays locked for a moment
+    case 504:
+      return true;
+    default:  // 500, 507 and the rest: a fault the same request will meet again
+      return false;
+  }
+}
+
+std::optional<int> retry_after_ms(const HttpResponse& r) {
+  const auto it = r.headers.find("retry-after");
+  if (it == r.headers.end()) return std::nullopt;
+  const std::string& v = it->second;
+  if (v.empty() || v.size() > 6 || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;  // an HTTP date or garbage: the client's own back-off applies
+  }
+  return std::stoi(v) * 1000;
 }
 
 std::string encode_path(const std::string& rel_path) {
@@ -93,12 +115,14 @@ HttpResponse CollectorClient::with_retries(const std::function<HttpResponse()>& 
     if (r.status >= 200 && r.status < 300) return r;
     if (!is_retryable(r) || attempt == policy_.attempts) break;
     ++retries_;
-    sleep_ms_(delay);
+    const std::optional<int> asked = retry_after_ms(r);
+    sleep_ms_(asked ? std::min(*asked, policy_.max_delay_ms) : delay);
     delay = std::min(delay * 2, policy_.max_delay_ms);
   }
   std::string hint;
   if (r.status == 401) hint = "; check the token (parbench serve prints it at start)";
   if (r.status == 0) hint = "; is the collector running and reachable at " + base_ + "?";
+  if (r.status >= 500 && !is_retryable(r)) hint = "; not retried: the collector's operator must fix it first";
   throw CollectorError(what + " failed (" + method + " " + url + " -> " +
                            (r.status ? "HTTP " + std::to_string(r.status) : std::string("no response")) +
                            "): " + reason_of(r) + hint,

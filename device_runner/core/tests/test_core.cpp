@@ -439,6 +439,41 @@ TEST(collector_does_not_retry_client_errors) {
   CHECK_THROWS(CollectorError, c.complete("dev-12345678", json::object()), "HTTP 401", "check the token");
 }
 
+TEST(collector_does_not_retry_store_faults) {
+  // The collector's answer to a store it cannot write (read-only file, full disk) or a bug of its own.
+  for (const long status : {500L, 507L}) {
+    FakeTransport t;
+    t.script = {HttpResponse{status, R"({"error":"store","reason":"results store failed (disk is full); do not retry"})",
+                             {}, ""}};
+    CollectorClient c(t, "http://h:1", "tok", RetryPolicy{5, 1, 1}, [](int) {});
+    CHECK_THROWS(CollectorError, c.post_results("dev-12345678", json::array({{{"model", "m"}}})),
+                 "HTTP " + std::to_string(status), "store: results store failed", "not retried");
+    CHECK(t.calls.size() == 1);
+    CHECK(c.retries_used() == 0);
+  }
+  for (const long status : {0L, 429L, 502L, 503L, 504L}) {
+    CHECK(is_retryable(HttpResponse{status, "", {}, ""}));
+  }
+  for (const long status : {400L, 401L, 404L, 409L, 413L, 422L, 500L, 501L, 507L}) {
+    CHECK(!is_retryable(HttpResponse{status, "", {}, ""}));
+  }
+}
+
+TEST(collector_honours_retry_after) {
+  FakeTransport t;
+  t.script = {HttpResponse{503, "busy", {{"retry-after", "2"}}, ""},
+              HttpResponse{503, "busy", {{"retry-after", "Wed, 21 Oct 2026 07:28:00 GMT"}}, ""},
+              HttpResponse{503, "busy", {{"retry-after", "600"}}, ""}, HttpResponse{200, "{}", {}, ""}};
+  std::vector<int> sleeps;
+  CollectorClient c(t, "http://h:1", "tok", RetryPolicy{5, 100, 5000}, [&](int ms) { sleeps.push_back(ms); });
+  c.complete("dev-12345678", json::object());
+  CHECK(t.calls.size() == 4);
+  // as asked; a date is not read (the client's back-off, doubled once); a long wait is capped
+  CHECK((sleeps == std::vector<int>{2000, 200, 5000}));
+  CHECK(!retry_after_ms(HttpResponse{503, "", {{"retry-after", "-1"}}, ""}).has_value());
+  CHECK(!retry_after_ms(HttpResponse{503, "", {}, ""}).has_value());
+}
+
 TEST(collector_gives_up_on_no_response) {
   FakeTransport t;
   for (int i = 0; i < 3; ++i) t.script.push_back(HttpResponse{0, "", {}, "Connection refused"});

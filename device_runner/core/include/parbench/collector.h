@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,8 +40,12 @@ struct RetryPolicy {
   int max_delay_ms = 8000;
 };
 
-// True for answers a retry of the same request may fix: no response, 408, 425, 429, 5xx.
+// True for answers a retry of the same request may fix: no response, 408, 425, 429, 502, 503, 504.
+// Not 500 or 507: the collector answers those for store faults it cannot recover from.
 bool is_retryable(const HttpResponse& r);
+
+// The wait a Retry-After header in seconds asks for, in milliseconds (none for a date or no header).
+std::optional<int> retry_after_ms(const HttpResponse& r);
 
 // Percent-encodes each segment of a manifest-relative path, keeping '/'.
 std::string encode_path(const std::string& rel_path);
