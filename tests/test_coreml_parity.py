@@ -54,3 +54,24 @@ def test_broken_conversion_names_the_first_diverging_op(tmp_path, monkeypatch):
         f"first diverging layer (parbench bisect {name} --variant coreml_fp32 --size {size}): "
         in result.message
     )
+
+    # a warm run reuses the localisation: the artifact, the case and the code are the same
+    from parbench.diagnose import localise as localise_module
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("localised again although the result is cached")
+
+    monkeypatch.setattr(localise_module, "localise_model", not_again)
+    again = check(harness, name, "coreml_fp32", size)
+    localise_failure(harness, again)
+    assert again.record.first_divergence == fd
+    assert again.record.message.endswith("(the cached result for this artifact)"), again.record.message
+    # an unreadable cached result is not trusted: the case is localised again
+    for path in (tmp_path / "localise").glob("*.json"):
+        path.write_text("{ torn")
+    monkeypatch.undo()
+    monkeypatch.setattr(backend, "export", broken_converter)
+    third = check(harness, name, "coreml_fp32", size)
+    localise_failure(harness, third)
+    assert third.record.first_divergence.layer == fd.layer
+    assert "cached result" not in third.record.message

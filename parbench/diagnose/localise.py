@@ -11,8 +11,11 @@ and fills the record's ``first_divergence``, within a time budget.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -233,6 +236,11 @@ def localise_failure(h: Harness, outcome: ParityOutcome, budget_s: float | None 
             case.id,
         )
         return
+    cached = _cache_path(h, art, record.variant, case.id)
+    if (fd := _read_cached(cached)) is not None:
+        record.first_divergence = fd
+        record.message += "\n" + divergence_text(fd, command) + " (the cached result for this artifact)"
+        return
     try:
         rep = localise_model(
             h, record.model, record.variant, record.size, _case_index(h, outcome), budget_s=budget_s
@@ -247,6 +255,37 @@ def localise_failure(h: Harness, outcome: ParityOutcome, budget_s: float | None 
     fd = rep.first_divergence(case.id)
     record.first_divergence = fd
     record.message += "\n" + divergence_text(fd, command)
+    _write_cached(cached, fd)
+
+
+# A localisation depends on the artifact (whose cache folder is named by everything it was made
+# from), the failing case's inputs and this package's code; keyed by all three, a warm run reuses it.
+def _code_digest() -> str:
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def _cache_path(h: Harness, art: Artifact, variant: str, case_id: str) -> Path:
+    key = json.dumps([str(art.path.resolve()), art.meta.get("sha256", ""), variant, case_id, _code_digest()])
+    return h.cache_dir / "localise" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _read_cached(path: Path) -> FirstDivergence | None:
+    try:
+        return FirstDivergence.model_validate_json(path.read_text())
+    except (OSError, ValueError):  # absent, or unreadable: localise again (and rewrite it)
+        return None
+
+
+def _write_cached(path: Path, fd: FirstDivergence) -> None:
+    if fd.status == "not_run":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{time.monotonic_ns()}")
+    tmp.write_text(fd.model_dump_json())
+    tmp.replace(path)
 
 
 def _case_index(h: Harness, outcome: ParityOutcome) -> int:

@@ -31,6 +31,7 @@ CONFIG_FILE = "parbench.toml"
 
 _REGISTRY = pytest.StashKey[dict[str, ModelSpec]]()
 _RUN_ID = pytest.StashKey[str]()
+_WORKERS = pytest.StashKey[int]()  # worker processes that ran the parity cases, when more than one
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -66,6 +67,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=300.0,
         help="seconds one localisation may take; a case predicted to take longer is not started (default: 300)",
+    )
+    g.addoption(
+        "--parbench-workers",
+        default=None,
+        help="processes that run the parity cases (exports included) side by side: auto (the default: "
+        "one per core the memory allows), or a count; 0 or 1 runs them in pytest's own process; "
+        "also PARBENCH_WORKERS",
     )
     progress.addoption(g)
 
@@ -160,6 +168,103 @@ def parbench_localise(request: pytest.FixtureRequest):
     return LocalisePolicy(request.config.getoption("localise"), budget if budget > 0 else None)
 
 
+def _parity_case(
+    h: Any, model: str, variant: str, size: int, policy: Any = None
+) -> parity_records.ParityRecord:
+    """One parity case, localised when it fails: what a pool worker and this process both run."""
+    from parbench.run.parity import check
+
+    outcome = check(h, model, variant, size)
+    if policy is not None:
+        policy.apply(h, outcome)
+    return outcome.record
+
+
+class ParityRunner:
+    """Gives each parity case's record: from the worker pool when one runs the cases, else (and for
+    any case the pool could not finish) by running the case in this process."""
+
+    def __init__(self, harness: Any, policy: Any, pool: Any = None, progress_plugin: Any = None):
+        self.harness, self.policy, self.pool, self.progress = harness, policy, pool, progress_plugin
+
+    def record(self, case: CaseKey) -> parity_records.ParityRecord:
+        if self.pool is not None:
+            record = self.pool.result((case.model, case.variant, case.size))
+            if record is not None:
+                return record
+            if self.progress is not None:
+                self.progress.local_case(case, True)
+        try:
+            return _parity_case(self.harness, case.model, case.variant, case.size, self.policy)
+        finally:
+            if self.pool is not None and self.progress is not None:
+                self.progress.local_case(case, False)
+
+
+_FORM_WEIGHT = {"executorch_int8": 8.0, "executorch_fp32": 4.0}  # export cost, for the job order
+
+
+def _pool_for(request: pytest.FixtureRequest, harness: Any, policy: Any) -> Any:
+    """A worker pool for this session's parity cases, or None (one worker, xdist, one job)."""
+    import functools
+
+    from parbench.run import pool as case_pool
+    from parbench.run.harness import Harness
+
+    config = request.config
+    if hasattr(config, "workerinput") or config.getoption("numprocesses", None):
+        return None
+    try:
+        workers = case_pool.parse_workers(config.getoption("parbench_workers"))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    cases = [
+        (c.model, c.variant, c.size)
+        for item in request.session.items
+        if (c := getattr(getattr(item, "callspec", None), "params", {}).get("parbench_case")) is not None
+        and "parbench_parity" in getattr(item, "fixturenames", ())
+    ]
+    jobs = case_pool.jobs_for(cases, lambda v: _FORM_WEIGHT.get(v, 1.0 if v.startswith("coreml") else 0.5))
+    workers = min(workers, len(jobs))
+    if workers < 2:
+        return None
+    reports = Path(config.getoption("parbench_reports"))
+    pool = case_pool.CasePool(
+        functools.partial(_parity_case, policy=policy),
+        jobs,
+        workers,
+        functools.partial(Harness, None, harness.cache_dir, registry=harness.registry),
+        reports / f"{config.stash[_RUN_ID]}-workers.log",
+    )
+    config.stash[_WORKERS] = workers
+    plugin = config.pluginmanager.get_plugin("parbench-progress")
+    if plugin is not None:
+        plugin.use_pool(workers)
+        pool.on_event = plugin.pool_event
+    harness.log(
+        f"running {len(cases)} cases in {workers} worker processes (--parbench-workers 0: in this one)"
+    )
+    pool.start()
+    return pool
+
+
+@pytest.fixture(scope="session")
+def parbench_parity(request: pytest.FixtureRequest, parbench_harness, parbench_localise):
+    """The parity cases' records (:class:`ParityRunner`), from a worker pool when there is one."""
+    pool = _pool_for(request, parbench_harness, parbench_localise)
+    runner = ParityRunner(
+        parbench_harness,
+        parbench_localise,
+        pool,
+        request.config.pluginmanager.get_plugin("parbench-progress"),
+    )
+    try:
+        yield runner
+    finally:
+        if pool is not None:
+            pool.close()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
@@ -228,5 +333,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"artifacts: {built} exported, {hits} reused from the cache ({config.getoption('parbench_cache')})"
         + ("; nothing converted" if built == 0 else "")
     )
-    tr.write_line(progress.time_spent(rows))
+    tr.write_line(progress.time_spent(rows, config.stash.get(_WORKERS, 1)))
     tr.write_line(f"results: {', '.join(str(f) for f in files)}")

@@ -12,6 +12,7 @@ runs, the line also shows the mean time this form's exports have taken so far in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import threading
@@ -32,62 +33,83 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-class Progress:
-    """What the line shows; no terminal here (``line()`` is the text, given the time)."""
+@dataclasses.dataclass
+class _Slot:
+    """One process running cases: this one ("main") or a pool worker."""
 
-    def __init__(self, total: int, now: float):
+    label: str = ""
+    variant: str = ""
+    started: float = 0.0
+    stack: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # innermost last
+
+
+class Progress:
+    """What the line shows; no terminal here (``line()`` is the text, given the time).
+
+    Cases run in slots: this process (``"main"``) and, with a worker pool, one slot per worker; the
+    line shows what each busy slot is doing, and the estimate divides the work left among them."""
+
+    def __init__(self, total: int, now: float, workers: int = 1):
         self.total, self.done, self.started = total, 0, now
-        self.case: str = ""
-        self.variant: str = ""
-        self.case_started = now
+        self.workers = max(1, workers)
         self.busy = 0.0  # seconds spent inside finished cases
-        self._stack: list[tuple[str, float]] = []  # stages entered and not left, innermost last
+        self.slots: dict[Any, _Slot] = {}
         self._exports: dict[str, list[float]] = defaultdict(list)  # variant -> export seconds
 
-    def start_case(self, label: str, variant: str, now: float) -> None:
-        self.case, self.variant, self.case_started = label, variant, now
-        self._stack.clear()
+    def _slot(self, slot: Any) -> _Slot:
+        return self.slots.setdefault(slot, _Slot())
 
-    def end_case(self, now: float) -> None:
+    def start_case(self, label: str, variant: str, now: float, slot: Any = "main") -> None:
+        self.slots[slot] = _Slot(label, variant, now)
+
+    def end_case(self, now: float, slot: Any = "main") -> None:
+        s = self._slot(slot)
         self.done += 1
-        self.busy += now - self.case_started
-        self.case = ""
-        self._stack.clear()
+        if s.label:
+            self.busy += now - s.started
+        self.slots[slot] = _Slot()
 
-    def stage(self, name: str, entering: bool, now: float) -> None:
+    def stage(self, name: str, entering: bool, now: float, slot: Any = "main") -> None:
+        s = self._slot(slot)
         if entering:
-            self._stack.append((name, now))
+            s.stack.append((name, now))
             return
-        for i in range(len(self._stack) - 1, -1, -1):
-            if self._stack[i][0] == name:
-                started = self._stack[i][1]
-                del self._stack[i:]
-                if name == "export" and self.variant:
-                    self._exports[self.variant].append(now - started)
+        for i in range(len(s.stack) - 1, -1, -1):
+            if s.stack[i][0] == name:
+                started = s.stack[i][1]
+                del s.stack[i:]
+                if name == "export" and s.variant:
+                    self._exports[s.variant].append(now - started)
                 break
 
     def eta(self, now: float) -> float | None:
-        """Seconds left: the mean finished case's time times the cases not finished, minus the
-        time the current case has already run; None before the first case finishes."""
+        """Seconds left: the mean finished case's time times the cases not finished, less the time
+        the running cases have already run, shared among the slots; None before a case finishes."""
         if not self.done:
             return None
         mean = self.busy / self.done
         left = mean * (self.total - self.done)
-        if self.case:
-            left -= min(mean, now - self.case_started)
-        return max(0.0, left)
+        for s in self.slots.values():
+            if s.label:
+                left -= min(mean, now - s.started)
+        return max(0.0, left) / self.workers
+
+    def _slot_text(self, s: _Slot, now: float) -> str:
+        parts = [s.label]
+        if s.stack:
+            name, since = s.stack[-1]
+            text = f"{name} {_clock(now - since)}"
+            seen = self._exports.get(s.variant)
+            if any(n == "export" for n, _ in s.stack) and seen:
+                text += f" (this form's exports took ~{_clock(sum(seen) / len(seen))})"
+            parts.append(text)
+        return " · ".join(parts)
 
     def line(self, now: float) -> str:
         parts = [f"parbench {self.done}/{self.total}"]
-        if self.case:
-            parts.append(self.case)
-        if self._stack:
-            name, since = self._stack[-1]
-            text = f"{name} {_clock(now - since)}"
-            seen = self._exports.get(self.variant)
-            if any(n == "export" for n, _ in self._stack) and seen:
-                text += f" (this form's exports took ~{_clock(sum(seen) / len(seen))})"
-            parts.append(text)
+        busy = [self._slot_text(s, now) for s in self.slots.values() if s.label]
+        if busy:
+            parts.append(" | ".join(busy))
         parts.append(f"elapsed {_clock(now - self.started)}")
         eta = self.eta(now)
         parts.append("ETA " + ("after the first case" if eta is None else f"~{_clock(eta)}"))
@@ -123,6 +145,7 @@ class ProgressPlugin:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._below = os.isatty(1)  # pytest's own output on the same terminal: draw one line below it
+        self.pooled = False  # cases run in a worker pool: its events move the line, not pytest's items
 
     # -- pytest hooks
     @pytest.hookimpl(trylast=True)
@@ -136,10 +159,9 @@ class ProgressPlugin:
 
     def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
         case = self.cases.get(nodeid)
-        if case is not None and self.progress is not None:
+        if case is not None and self.progress is not None and not self.pooled:
             with self.lock:
-                label = f"{case.model} {case.variant} {case.size}px"
-                self.progress.start_case(label, case.variant, time.monotonic())
+                self.progress.start_case(_label(case), case.variant, time.monotonic())
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item):
@@ -156,8 +178,38 @@ class ProgressPlugin:
                 self._wipe()
 
     def pytest_runtest_logfinish(self, nodeid: str, location: Any) -> None:
-        if nodeid in self.cases and self.progress is not None:
+        if nodeid in self.cases and self.progress is not None and not self.pooled:
             with self.lock:
+                self.progress.end_case(time.monotonic())
+
+    # -- a worker pool's cases (parbench.run.pool), and the ones it hands back to this process
+    def use_pool(self, workers: int) -> None:
+        if self.progress is not None:
+            with self.lock:
+                self.pooled = True
+                self.progress.workers = max(1, workers)
+
+    def pool_event(self, kind: str, pid: int, *args: Any) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if kind == "start":
+                model, variant, size = args[0]
+                self.progress.start_case(f"{model} {variant} {size}px", variant, now, slot=pid)
+            elif kind == "stage":
+                self.progress.stage(args[0], args[1], now, slot=pid)
+            elif kind == "result":
+                self.progress.end_case(now, slot=pid)
+
+    def local_case(self, case: Any, starting: bool) -> None:
+        """A case this process runs itself while the pool is on (one the pool could not finish)."""
+        if self.progress is None:
+            return
+        with self.lock:
+            if starting:
+                self.progress.start_case(_label(case), case.variant, time.monotonic())
+            else:
                 self.progress.end_case(time.monotonic())
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
@@ -209,6 +261,10 @@ class ProgressPlugin:
         self.drawn = False
 
 
+def _label(case: Any) -> str:
+    return f"{case.model} {case.variant} {case.size}px"
+
+
 def _case(item: pytest.Item) -> Any:
     callspec = getattr(item, "callspec", None)
     fixtures = getattr(item, "fixturenames", ())
@@ -240,8 +296,9 @@ def _short(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.1f}s"
 
 
-def time_spent(records: Any) -> str:
-    """One line: where the cases' time went, by stage (exports also by form), largest first."""
+def time_spent(records: Any, workers: int = 1) -> str:
+    """One line: where the cases' time went, by stage (exports also by form), largest first; with
+    ``workers`` > 1 the cases ran side by side, so their seconds add up to more than the run's."""
     by_stage: dict[str, float] = defaultdict(float)
     export_by_form: dict[str, float] = defaultdict(float)
     cpu = 0.0
@@ -261,4 +318,5 @@ def time_spent(records: Any) -> str:
             top = sorted(export_by_form.items(), key=lambda kv: -kv[1])[:3]
             text += " (" + ", ".join(f"{v} {_short(s)}" for v, s in top) + ")"
         parts.append(text)
-    return f"time: {_short(total)} in cases ({_short(cpu)} CPU): " + ", ".join(parts)
+    where = f" across {workers} worker processes" if workers > 1 else ""
+    return f"time: {_short(total)} in cases{where} ({_short(cpu)} CPU): " + ", ".join(parts)

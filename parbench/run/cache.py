@@ -143,7 +143,7 @@ class ArtifactCache:
             elif sha256_path(path) != record["sha256"]:
                 reason = f"artifact {path.name} does not match its sha256"
             else:
-                meta = dict(record["meta"], export_seconds=record["export_seconds"])
+                meta = dict(record["meta"], export_seconds=record["export_seconds"], sha256=record["sha256"])
                 if "stages" in record:
                     meta["export_stages"] = record["stages"]
                 return Artifact(variant, path, record["format"], record["sizes"], meta, **names), None

@@ -7,14 +7,9 @@ form allows it, the first layer or op where it departs from eager.
 
 import pytest
 
-from parbench.run.parity import check
 
-
-def test_parity(parbench_case, parbench_harness, parbench_recorder, parbench_localise):
-    c = parbench_case
-    outcome = check(parbench_harness, c.model, c.variant, c.size)
-    record = outcome.record
-    parbench_localise.apply(parbench_harness, outcome)  # failing cases: the first diverging layer
+def test_parity(parbench_case, parbench_parity, parbench_recorder):
+    record = parbench_parity.record(parbench_case)  # localised when it fails: the first diverging layer
     parbench_recorder.record(record)
     if record.verdict == "skip":
         pytest.skip(record.message)
