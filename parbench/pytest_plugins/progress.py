@@ -188,6 +188,7 @@ class ProgressPlugin:
             with self.lock:
                 self.pooled = True
                 self.progress.workers = max(1, workers)
+                self.progress.slots.pop("main", None)  # the item that started the pool waits for it
 
     def pool_event(self, kind: str, pid: int, *args: Any) -> None:
         if self.progress is None:

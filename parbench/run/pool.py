@@ -19,7 +19,6 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
@@ -149,7 +148,8 @@ class CasePool:
         self.log_path = Path(log_path)
         self.on_event = on_event
         self._ctx = mp.get_context("spawn")
-        self._events = self._ctx.Queue()
+        # written straight to a pipe (no feeder thread), so a worker that dies has sent what it sent
+        self._events = self._ctx.SimpleQueue()
         self._make_harness = make_harness
         self._results: dict[CaseId, tuple[str, Any]] = {}
         self._finished: set[CaseId] = set()  # cases whose job ended (with or without a result)
@@ -157,7 +157,6 @@ class CasePool:
         self._pids: set[int] = set()
         self._executor: cf.ProcessPoolExecutor | None = None
         self._reader: threading.Thread | None = None
-        self._stop = threading.Event()
         self.broken: str = ""  # why the pool stopped early, if it did
 
     def start(self) -> None:
@@ -175,14 +174,14 @@ class CasePool:
             future.add_done_callback(lambda f, job=job: self._job_done(job, f))
 
     def _read_events(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
-                event = self._events.get(timeout=0.2)
-            except queue.Empty:
-                continue
+                event = self._events.get()
             except (EOFError, OSError):
                 return
             kind, pid = event[0], event[1]
+            if kind == "stop":
+                return
             if kind == "hello":
                 self._pids.add(pid)
             elif kind == "result":
@@ -223,7 +222,12 @@ class CasePool:
         return value if status == "error" else None
 
     def close(self) -> None:
-        """Stop: cancel queued jobs and end the workers (also those still busy)."""
+        """Stop: cancel queued jobs and end the workers (also those still busy).  Every event the
+        workers sent before this has been handed to ``on_event`` when it returns."""
+        if self._reader is not None:
+            self._events.put(("stop", 0))
+            self._reader.join(timeout=10)
+            self._reader = None
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             for pid in self._pids:
@@ -232,6 +236,3 @@ class CasePool:
                 except ProcessLookupError:
                     pass
             self._executor = None
-        self._stop.set()
-        if self._reader is not None:
-            self._reader.join(timeout=2)
