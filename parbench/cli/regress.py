@@ -484,6 +484,7 @@ def _compare_instructions(
 @options.size
 @options.store(f"History store (SQLite) [default: $PARBENCH_STORE or {DEFAULT_STORE}].")
 @options.source
+@options.device
 @click.option(
     "--out",
     "out_dir",
@@ -510,6 +511,7 @@ def history_command(
     size: str | None,
     store: Path | None,
     source: str,
+    device: str | None,
     out_dir: Path,
     run_stat: str,
     clock: str,
@@ -525,7 +527,12 @@ def history_command(
     """
     store = _store_path(store)
     try:
-        runs = store_runs(store, source=source, model=model, variant=variant, size=size, clock=clock)
+        if source == "device":
+            runs = _device_history(store, device, model, variant, size, clock)
+        elif device is not None:
+            raise RegressError("--device needs --source device")
+        else:
+            runs = store_runs(store, source=source, model=model, variant=variant, size=size, clock=clock)
         if not runs:
             raise RegressError(
                 f"the store {store} has no {source} results for model {model!r}"
@@ -543,7 +550,10 @@ def history_command(
     except RegressError as exc:
         raise click.UsageError(str(exc)) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = [plot_series(s, out_dir / f"history_{s.model}_{s.variant}_{s.size}.png") for s in series]
+    pngs = [
+        plot_series(s, out_dir / f"history_{s.model}_{s.variant.replace('/', '-')}_{s.size}.png")
+        for s in series
+    ]
     page = write_history_html(model, series, pngs, out_dir / f"history_{model}.html")
     summary = [
         {
@@ -568,3 +578,25 @@ def history_command(
                 f"({(c.ratio - 1) * 100:+.1f}%, p={c.p_value:.3f}, {status})"
             )
     click.echo(f"wrote {page}")
+
+
+def _device_history(
+    store: Path, device: str | None, model: str, variant: str | None, size: str | None, clock: str
+) -> Mapping[Key, Sequence[Run]]:
+    """One device's runs: a history never mixes devices."""
+    from parbench.regress.device import device_store_runs
+
+    if clock != "wall":
+        raise RegressError("device results carry wall-clock samples only; use --clock wall")
+    found = device_store_runs(store, model=model, variant=variant, size=size)
+    if device is None and len(found) > 1:
+        raise RegressError(
+            f"the store {store} holds results of {model!r} from {len(found)} devices "
+            f"({', '.join(sorted(found))}); choose one with --device: a history never mixes devices"
+        )
+    if device is not None and found and device not in found:
+        raise RegressError(
+            f"the store {store} holds no results of {model!r} on device {device!r}; "
+            f"devices there: {', '.join(sorted(found))}"
+        )
+    return found.get(device, {}) if device is not None else next(iter(found.values()), {})

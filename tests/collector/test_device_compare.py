@@ -221,3 +221,23 @@ def test_device_options_are_checked(store: Path, tmp_path: Path, client: TestCli
     assert res.exit_code == 2 and "wall-clock samples only" in res.output
     res = runner.invoke(compare_command, [*base, "--candidate", str(tmp_path / "x.json")])
     assert res.exit_code == 2 and "--source device compares nights of the store" in res.output
+
+
+def test_device_history_is_one_devices_nights(client: TestClient, store: Path, tmp_path: Path) -> None:
+    from parbench.cli.regress import history_command
+
+    for night in (3, 2, 1, 0):
+        post_night(client, A, night, runs=3)
+    post_night(client, B, 0, runs=3, speed=1.3)
+    out = tmp_path / "history"
+    args = ["tiny_net", "--source", "device", "--store", str(store), "--out", str(out)]
+    res = CliRunner().invoke(history_command, args)
+    assert res.exit_code == 2 and "2 devices (iPhone15,2, iPhone16,1); choose one with --device" in res.output
+    res = CliRunner().invoke(history_command, [*args, "--device", A, "--variant", "coreml_fp16/cpuOnly"])
+    assert res.exit_code == 0, res.output
+    assert "tiny_net-coreml_fp16/cpuOnly-64: 4 nights" in res.output
+    assert (out / "history_tiny_net_coreml_fp16-cpuOnly_64.png").stat().st_size > 0
+    (series,) = json.loads((out / "history_tiny_net.json").read_text())
+    assert series["centers_ms"][-1] == pytest.approx(6.0, rel=0.05)  # B's 7.8 ms runs stay out
+    res = CliRunner().invoke(history_command, ["tiny_net", "--device", A, "--store", str(store)])
+    assert res.exit_code == 2 and "--device needs --source device" in res.output
