@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,8 @@ from parbench.collector.app import create_app
 A, B = "iPhone15,2", "iPhone16,1"
 # (variant, compute units, typical ms): Core ML's compute units are separate forms
 FORMS = (("lite", None, 4.0), ("coreml_fp16", "cpuOnly", 6.0), ("coreml_fp16", "all", 1.5))
-NOW = datetime.now(UTC).replace(microsecond=0)
+# nights at 01:00 UTC, so that no night straddles midnight, whenever the tests run
+TODAY = datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0)
 
 
 @pytest.fixture
@@ -41,16 +43,16 @@ def post_night(
     device: str,
     nights_ago: int,
     *,
-    runs: int = 5,
+    runs: int = 6,
     slowdown: float = 1.0,
     speed: float = 1.0,
     os: str = "iOS 18.1",
     seed: int = 0,
 ) -> None:
     """One night of a device: `runs` app processes (a run id each), every form timed on two cases
-    of size 64, 20 rounds each; 1% run-to-run and 2% call-to-call spread."""
-    rng = np.random.default_rng([seed, nights_ago, sum(map(ord, device))])
-    created = NOW - timedelta(days=nights_ago, hours=1)
+    of size 64, 20 rounds each; 0.5% run-to-run and 1% call-to-call spread."""
+    rng = np.random.default_rng([seed, nights_ago, zlib.crc32(device.encode())])
+    created = TODAY - timedelta(days=nights_ago)
     for k in range(runs):
         run_id = f"ios-{device.replace(',', '-')}-{created:%Y%m%d}-{k}"
         run = device_run(run_id, model=device) | {
@@ -58,11 +60,11 @@ def post_night(
         }
         run["device"]["os"] = os
         assert c.put(f"/api/v1/runs/{run_id}", json=run, headers=AUTH).status_code == 201
-        run_factor = np.exp(rng.normal(0, 0.01))
+        run_factor = np.exp(rng.normal(0, 0.005))
         results = []
         for variant, units, ms in FORMS:
             for case in (0, 1):
-                samples = ms * 1e6 * speed * slowdown * run_factor * np.exp(rng.normal(0, 0.02, 20))
+                samples = ms * 1e6 * speed * slowdown * run_factor * np.exp(rng.normal(0, 0.01, 20))
                 results.append(
                     make_result(
                         k,
@@ -102,7 +104,7 @@ def test_unchanged_device_nights_are_unchanged_per_form(
     for row in rows.values():
         assert row["verdict"] == "unchanged", row
         # a run is one app process: its two cases are one run, not two
-        assert (row["n_baseline"], row["n_candidate"]) == (15, 5)
+        assert (row["n_baseline"], row["n_candidate"]) == (18, 6)
         assert row["model"] == "tiny_net" and row["size"] == "64"
     assert rows[(A, "coreml_fp16/all")]["baseline"] == pytest.approx(1.5, rel=0.05)
     assert "iPhone15,2" in res.output and "unchanged" in res.output
@@ -133,8 +135,8 @@ def test_another_devices_results_are_never_mixed_in(client: TestClient, store: P
     rows = rows_by_key(doc)
     for variant in ("lite", "coreml_fp16/cpuOnly", "coreml_fp16/all"):
         a, b = rows[(A, variant)], rows[(B, variant)]
-        assert a["verdict"] == "unchanged" and a["n_candidate"] == 5, a
-        assert b["verdict"] == "unknown" and (b["n_baseline"], b["n_candidate"]) == (0, 5), b
+        assert a["verdict"] == "unchanged" and a["n_candidate"] == 6, a
+        assert b["verdict"] == "unknown" and (b["n_baseline"], b["n_candidate"]) == (0, 6), b
         assert b["note"] == "no baseline runs of this benchmark on iPhone16,1"
     assert "iPhone16,1: no nights before its newest 1" in res.output
 
@@ -143,7 +145,7 @@ def test_another_devices_results_are_never_mixed_in(client: TestClient, store: P
     res, doc = compare(store, tmp_path, "--device", B, "--baseline-nights", "1", "--variant", "lite")
     assert doc is not None and res.exit_code == 1, res.output
     (row,) = doc["rows"]
-    assert (row["device"], row["verdict"], row["n_baseline"]) == (B, "slower", 5)
+    assert (row["device"], row["verdict"], row["n_baseline"]) == (B, "slower", 6)
     assert row["ratio"] == pytest.approx(1.2, rel=0.03)
 
     res, _ = compare(store, tmp_path, "--device", "iPhone99,9")
