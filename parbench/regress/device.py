@@ -78,8 +78,9 @@ def device_store_runs(
     if nameless:
         raise RegressError(
             f"device run(s) {', '.join(nameless[:5])}{' ...' if len(nameless) > 5 else ''} in {path} name no "
-            "device model, so their results cannot be told apart from other devices': store device runs "
-            "with 'device': {'model': 'iPhone15,2', 'os': 'iOS 18.1'} (the collector refuses runs without it)"
+            "device model, so their results could not be kept apart from other devices' results: store "
+            "device runs with 'device': {'model': 'iPhone15,2', 'os': 'iOS 18.1'} (the collector refuses "
+            "runs without it), or delete these runs"
         )
     df = df[df["error"].isna()]
     if variant is not None:
@@ -108,9 +109,9 @@ def device_store_runs(
                     origin=f"{path}:{run_id}#{run_index}",
                     night=str(run_id) if by_id else created.strftime("%Y-%m-%d"),
                     created=created.isoformat(),
-                    commit=str(r["commit"].iloc[0] or ""),
+                    commit=_text(r["commit"].iloc[0]),
                     device=str(dev),
-                    os=str(r["device_os"].iloc[0] or ""),
+                    os=_text(r["device_os"].iloc[0]),
                 )
             )
     out: DeviceRuns = defaultdict(dict)
@@ -235,3 +236,7 @@ def compare_device_nights(
 
 def _oses(runs: Sequence[DeviceRun]) -> list[str]:
     return sorted({r.os for r in runs if r.os})
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
