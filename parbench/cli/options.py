@@ -10,6 +10,11 @@ from parbench.records.bench import CLOCK_FIELDS
 from parbench.regress.decide import DEFAULT_RUN_STAT, RUN_STATS
 
 source = click.option("--source", default="host", show_default=True, help="Store source: host or device.")
+device = click.option(
+    "--device",
+    default=None,
+    help="With --source device: only this device (hardware model identifier, e.g. iPhone15,2).",
+)
 variant = click.option("--variant", default=None, help="Only this variant.")
 size = click.option("--size", default=None, help="Only this size.")
 run_stat = click.option(

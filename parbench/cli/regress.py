@@ -114,6 +114,15 @@ def _filter(
     "nights are then the ones before them).",
 )
 @options.source
+@options.device
+@click.option(
+    "--candidate-within",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    metavar="HOURS",
+    help="With --source device: leave out devices with no results in the last HOURS; none at all "
+    "is not an error then but a note (exit 0).",
+)
 @click.option("--model", default=None, help="Only this model.")
 @options.variant
 @options.size
@@ -180,6 +189,8 @@ def compare_command(
     baseline_nights: int | None,
     candidate_nights: int | None,
     source: str,
+    device: str | None,
+    candidate_within: float | None,
     model: str | None,
     variant: str | None,
     size: str | None,
@@ -206,6 +217,8 @@ def compare_command(
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate tonight.json
       parbench compare --store reports/history.sqlite --baseline-nights 7 --candidate-nights 1
     Parity JSON lines (reports/parity/*.jsonl, one file per run) are compared the same way.
+    Device results (--source device) come from the store, each device against its own nights:
+      parbench compare --source device --store S --baseline-nights 7 --candidate-nights 1
     With --metric instructions, the counts of pytest bench/ --instructions are compared exactly
     (docs/instructions.md).
 
@@ -238,22 +251,35 @@ def compare_command(
         raise click.UsageError("no candidate: give --candidate FILES (or --candidate-nights M with --store)")
     if candidate_nights is not None and baseline_nights is None:
         raise click.UsageError("--candidate-nights needs --baseline-nights too")
+    if source != "device" and (device is not None or candidate_within is not None):
+        raise click.UsageError("--device and --candidate-within need --source device")
+    if source == "device" and metric == "instructions":
+        raise click.UsageError("device results are timings: compare them with --metric time")
     if metric == "instructions":
         _compare_instructions(
             baseline, candidate, store, baseline_nights, candidate_nights, source, model, variant, size,
             floor, instr_noise, json_out, md_out,
         )  # fmt: skip
+    notes: list[str] = []
     try:
         rows: list[Row] = []
+        if source == "device":
+            rows, notes = _device_rows(
+                store, baseline_nights, candidate_nights, candidate, clock, device, candidate_within,
+                model, variant, size, floor, alpha, run_stat, n_boot, seed, min_runs,
+            )  # fmt: skip
+            candidate = ()  # the candidate nights are the store's
         cand_bench, cand_parity = _split_kinds(candidate)
         cand_runs = group_runs(load_benchmark_runs(cand_bench, clock)) if cand_bench else {}
         by_night = False
-        if baseline_nights is not None:
+        if source == "device":
+            base_runs: dict[Key, list[Run]] = {}
+        elif baseline_nights is not None:
             hist = store_runs(
                 _store_path(store), source=source, model=model, variant=variant, size=size, clock=clock
             )
             cand_digests = {r.digest for rs in cand_runs.values() for r in rs}
-            base_runs: dict[Key, list[Run]] = {}
+            base_runs = {}
             hist_cand: dict[Key, list[Run]] = {}
             for key, rs in hist.items():
                 nights = [(n, [r for r in g if r.digest not in cand_digests]) for n, g in nights_of(rs)]
@@ -312,9 +338,18 @@ def compare_command(
             )
     except RegressError as exc:
         raise click.UsageError(str(exc)) from exc
+    if not rows and notes:  # --candidate-within: nothing recent to judge
+        text = "\n".join(["nothing compared:", *notes])
+        click.echo(text)
+        if md_out is not None:
+            md_out.parent.mkdir(parents=True, exist_ok=True)
+            md_out.write_text(text + "\n")
+        return
     if not rows:
         raise click.UsageError("nothing to compare: no benchmark or parity results in the inputs")
     table = format_table(rows, alpha)
+    if notes:
+        table += "\n\n" + "\n".join(f"- {n}" for n in notes)
     click.echo(table)
     bad = [r for r in rows if r.decision.verdict in ("slower", "worse")]
     unknown = [r for r in rows if r.decision.verdict == "unknown"]
@@ -342,7 +377,9 @@ def compare_command(
                         "parity_floor_db": parity_floor_db,
                         "baseline_nights": baseline_nights,
                         "candidate_nights": candidate_nights,
+                        "source": source,
                     },
+                    "notes": notes,
                     "regressions": len(bad),
                     "rows": [r.as_dict() for r in rows],
                 },
@@ -351,6 +388,53 @@ def compare_command(
         )
     if bad:
         raise SystemExit(1)
+
+
+def _device_rows(
+    store: Path | None,
+    baseline_nights: int | None,
+    candidate_nights: int | None,
+    candidate: Sequence[str],
+    clock: str,
+    device: str | None,
+    candidate_within: float | None,
+    model: str | None,
+    variant: str | None,
+    size: str | None,
+    floor: float,
+    alpha: float,
+    run_stat: str,
+    n_boot: int,
+    seed: int,
+    min_runs: int,
+) -> tuple[list[Row], list[str]]:
+    """Device results from the store: each device's newest nights against its own earlier ones."""
+    from parbench.regress.device import compare_device_nights
+
+    if candidate or baseline_nights is None or candidate_nights is None:
+        raise click.UsageError(
+            "--source device compares nights of the store: give --baseline-nights N --candidate-nights M "
+            "(device results reach the store through parbench serve or parbench device import)"
+        )
+    if clock != "wall":
+        raise click.UsageError("device results carry wall-clock samples only; use --clock wall")
+    result = compare_device_nights(
+        _store_path(store),
+        baseline_nights=baseline_nights,
+        candidate_nights=candidate_nights,
+        device=device,
+        model=model,
+        variant=variant,
+        size=size,
+        candidate_within=candidate_within,
+        floor=floor,
+        alpha=alpha,
+        run_stat=run_stat,
+        n_boot=n_boot,
+        seed=seed,
+        min_runs=min_runs,
+    )
+    return result.rows, result.notes
 
 
 def _compare_instructions(
@@ -400,6 +484,7 @@ def _compare_instructions(
 @options.size
 @options.store(f"History store (SQLite) [default: $PARBENCH_STORE or {DEFAULT_STORE}].")
 @options.source
+@options.device
 @click.option(
     "--out",
     "out_dir",
@@ -426,6 +511,7 @@ def history_command(
     size: str | None,
     store: Path | None,
     source: str,
+    device: str | None,
     out_dir: Path,
     run_stat: str,
     clock: str,
@@ -441,7 +527,12 @@ def history_command(
     """
     store = _store_path(store)
     try:
-        runs = store_runs(store, source=source, model=model, variant=variant, size=size, clock=clock)
+        if source == "device":
+            runs = _device_history(store, device, model, variant, size, clock)
+        elif device is not None:
+            raise RegressError("--device needs --source device")
+        else:
+            runs = store_runs(store, source=source, model=model, variant=variant, size=size, clock=clock)
         if not runs:
             raise RegressError(
                 f"the store {store} has no {source} results for model {model!r}"
@@ -459,7 +550,10 @@ def history_command(
     except RegressError as exc:
         raise click.UsageError(str(exc)) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
-    pngs = [plot_series(s, out_dir / f"history_{s.model}_{s.variant}_{s.size}.png") for s in series]
+    pngs = [
+        plot_series(s, out_dir / f"history_{s.model}_{s.variant.replace('/', '-')}_{s.size}.png")
+        for s in series
+    ]
     page = write_history_html(model, series, pngs, out_dir / f"history_{model}.html")
     summary = [
         {
@@ -484,3 +578,25 @@ def history_command(
                 f"({(c.ratio - 1) * 100:+.1f}%, p={c.p_value:.3f}, {status})"
             )
     click.echo(f"wrote {page}")
+
+
+def _device_history(
+    store: Path, device: str | None, model: str, variant: str | None, size: str | None, clock: str
+) -> Mapping[Key, Sequence[Run]]:
+    """One device's runs: a history never mixes devices."""
+    from parbench.regress.device import device_store_runs
+
+    if clock != "wall":
+        raise RegressError("device results carry wall-clock samples only; use --clock wall")
+    found = device_store_runs(store, model=model, variant=variant, size=size)
+    if device is None and len(found) > 1:
+        raise RegressError(
+            f"the store {store} holds results of {model!r} from {len(found)} devices "
+            f"({', '.join(sorted(found))}); choose one with --device: a history never mixes devices"
+        )
+    if device is not None and found and device not in found:
+        raise RegressError(
+            f"the store {store} holds no results of {model!r} on device {device!r}; "
+            f"devices there: {', '.join(sorted(found))}"
+        )
+    return found.get(device, {}) if device is not None else next(iter(found.values()), {})

@@ -234,9 +234,11 @@ class Row:
     size: str
     metric: str  # "latency" or a parity metric
     decision: Decision
+    device: str | None = None  # the hardware model of device results (part of the key)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            **({"device": self.device} if self.device is not None else {}),
             "model": self.model,
             "variant": self.variant,
             "size": self.size,
@@ -330,6 +332,7 @@ def format_table(rows: Sequence[Row], alpha: float = DEFAULT_ALPHA) -> str:
     tables = []
     lat = [
         {
+            **({"device": r.device or "—"} if any(r.device is not None for r in rows) else {}),
             "model": r.model,
             "variant": r.variant,
             "size": r.size,
