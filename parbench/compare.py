@@ -96,13 +96,16 @@ def classification_metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:
 
 def segmentation_metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:
     """[N, C, H, W] class scores: agreement of the argmax masks."""
-    ma, mr = a.argmax(axis=1), r.argmax(axis=1)
-    ious = []
-    for c in np.union1d(np.unique(ma), np.unique(mr)):
-        inter = np.logical_and(ma == c, mr == c).sum()
-        union = np.logical_or(ma == c, mr == c).sum()
-        ious.append(inter / union)
-    return {"pixel_accuracy": float((ma == mr).mean()), "mean_iou": float(np.mean(ious))}
+    ma, mr = a.argmax(axis=1).ravel(), r.argmax(axis=1).ravel()
+    n = r.shape[1]
+    confusion = np.bincount(ma * n + mr, minlength=n * n).reshape(n, n)  # one pass over the pixels
+    inter = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - inter
+    present = union > 0  # classes either mask uses
+    return {
+        "pixel_accuracy": float(inter.sum() / ma.size),
+        "mean_iou": float(np.mean(inter[present] / union[present])),
+    }
 
 
 def detection_metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:

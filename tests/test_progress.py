@@ -1,5 +1,6 @@
 """The parity suite's progress line: what it says, when it is drawn, and the end-of-run time line."""
 
+import json
 import os
 import subprocess
 import sys
@@ -98,3 +99,32 @@ def test_suite_draws_the_line_and_ends_with_where_the_time_went(tmp_path):
     assert "parbench 0/1 · tiny_classifier eager 224px · " in run.stderr
     assert run.stderr.endswith("\x1b[K")  # the line is wiped before pytest writes again
     assert "\ntime: " in run.stdout and " in cases (" in run.stdout and "fixtures " in run.stdout
+
+
+def _suite(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PARBENCH_PROGRESS", None)
+    env.pop("PARBENCH_WORKERS", None)
+    reports = tmp_path / f"reports{len(list(tmp_path.glob('reports*')))}"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "parity/", "-p", "no:cacheprovider", "--models", "tiny_classifier",
+         "--sizes", "224,256", "--variants", "eager,torchscript,onnx", "--parbench-cache", str(tmp_path / "cache"),
+         "--parbench-reports", str(reports), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    records = [json.loads(line) for f in reports.glob("*.jsonl") for line in f.read_text().splitlines()]
+    return run, reports, {(r["model"], r["variant"], r["size"]): r for r in records}
+
+
+def test_a_worker_pool_runs_the_cases_with_the_same_results(tmp_path):
+    pooled, reports, by_pool = _suite(tmp_path, "--parbench-workers", "2", "--parbench-progress", "on")
+    assert "cases ran in 2 worker processes" in pooled.stdout
+    assert " in cases across 2 worker processes (" in pooled.stdout
+    assert "parbench 0/6 · tiny_classifier " in pooled.stderr  # the line follows the workers' cases
+    assert len(list(reports.glob("*-workers.log"))) == 1  # the workers' own output, off the terminal
+    alone, _, by_self = _suite(tmp_path, "--parbench-workers", "0")
+    assert "worker processes" not in alone.stdout
+    assert sorted(by_pool) == sorted(by_self) and len(by_pool) == 6
+    for case, r in by_pool.items():
+        assert (r["verdict"], r["metrics"]) == (by_self[case]["verdict"], by_self[case]["metrics"]), case

@@ -241,9 +241,6 @@ def _pool_for(request: pytest.FixtureRequest, harness: Any, policy: Any) -> Any:
     if plugin is not None:
         plugin.use_pool(workers)
         pool.on_event = plugin.pool_event
-    harness.log(
-        f"running {len(cases)} cases in {workers} worker processes (--parbench-workers 0: in this one)"
-    )
     pool.start()
     return pool
 
@@ -335,3 +332,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     )
     tr.write_line(progress.time_spent(rows, config.stash.get(_WORKERS, 1)))
     tr.write_line(f"results: {', '.join(str(f) for f in files)}")
+    if (workers := config.stash.get(_WORKERS, 1)) > 1:
+        log = folder / f"{config.stash[_RUN_ID]}-workers.log"
+        tr.write_line(
+            f"cases ran in {workers} worker processes (--parbench-workers 0 runs them in this one); "
+            f"their output: {log}"
+        )
