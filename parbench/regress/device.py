@@ -28,7 +28,7 @@ from parbench.regress.decide import (
     DEFAULT_SEED,
     MIN_RUNS,
 )
-from parbench.regress.sides import Key, Row, Run, compare_runs
+from parbench.regress.sides import Key, Row, Run, compare_runs, read_store_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +58,14 @@ def device_store_runs(
     day; its run id when that run holds several run indexes of a benchmark).  Failed cases are
     left out.  ``variant`` matches a variant (``coreml_fp16``) or a form (``coreml_fp16/cpuOnly``)."""
     path = Path(store_path)
-    if not path.exists():
-        raise RegressError(
-            f"history store {path} does not exist; device results reach it through the collector "
-            "(parbench serve --store PATH) or parbench device import ... --store PATH"
-        )
-    if size is not None and not str(size).isdigit():
-        raise RegressError(f"size must be a whole number of pixels, got {size!r}")
-    from parbench.history.store import Store
-
-    store = Store(path)
-    try:
-        df = store.results(model=model, size=int(size) if size else None, source="device")
-    finally:
-        store.close()
+    df = read_store_results(
+        path,
+        "device results reach it through the collector "
+        "(parbench serve --store PATH) or parbench device import ... --store PATH",
+        source="device",
+        model=model,
+        size=size,
+    )
     if df.empty:
         return {}
     nameless = sorted(set(df.loc[df["device_model"].isna() | (df["device_model"] == ""), "run_id"]))
