@@ -20,6 +20,7 @@ from parbench.regress.decide import (
     DEFAULT_PARITY_FLOOR_DB,
     DEFAULT_SEED,
     MIN_RUNS,
+    LatencySettings,
 )
 from parbench.regress.sides import (
     Key,
@@ -260,13 +261,16 @@ def compare_command(
             baseline, candidate, store, baseline_nights, candidate_nights, source, model, variant, size,
             floor, instr_noise, json_out, md_out,
         )  # fmt: skip
+    settings = LatencySettings(
+        floor=floor, alpha=alpha, run_stat=run_stat, n_boot=n_boot, seed=seed, min_runs=min_runs
+    )
     notes: list[str] = []
     try:
         rows: list[Row] = []
         if source == "device":
             rows, notes = _device_rows(
                 store, baseline_nights, candidate_nights, candidate, clock, device, candidate_within,
-                model, variant, size, floor, alpha, run_stat, n_boot, seed, min_runs,
+                model, variant, size, settings,
             )  # fmt: skip
             candidate = ()  # the candidate nights are the store's
         cand_bench, cand_parity = _split_kinds(candidate)
@@ -322,20 +326,7 @@ def compare_command(
                     "baseline and candidate share no benchmark (model-variant-size); "
                     "check that both sides ran the same suite"
                 )
-            rows = (
-                compare_runs(
-                    base_runs,
-                    cand_runs,
-                    floor=floor,
-                    alpha=alpha,
-                    run_stat=run_stat,
-                    n_boot=n_boot,
-                    seed=seed,
-                    min_runs=min_runs,
-                    by_night=by_night,
-                )
-                + rows
-            )
+            rows = compare_runs(base_runs, cand_runs, by_night=by_night, **settings) + rows
     except RegressError as exc:
         raise click.UsageError(str(exc)) from exc
     if not rows and notes:  # --candidate-within: nothing recent to judge
@@ -401,12 +392,7 @@ def _device_rows(
     model: str | None,
     variant: str | None,
     size: str | None,
-    floor: float,
-    alpha: float,
-    run_stat: str,
-    n_boot: int,
-    seed: int,
-    min_runs: int,
+    settings: LatencySettings,
 ) -> tuple[list[Row], list[str]]:
     """Device results from the store: each device's newest nights against its own earlier ones."""
     from parbench.regress.device import compare_device_nights
@@ -427,12 +413,7 @@ def _device_rows(
         variant=variant,
         size=size,
         candidate_within=candidate_within,
-        floor=floor,
-        alpha=alpha,
-        run_stat=run_stat,
-        n_boot=n_boot,
-        seed=seed,
-        min_runs=min_runs,
+        **settings,
     )
     return result.rows, result.notes
 
