@@ -33,6 +33,7 @@ from parbench.regress.sides import (
     load_benchmark_runs,
     load_parity_runs,
     nights_of,
+    only_keys,
     store_runs,
 )
 from parbench.report.history import history_series
@@ -70,18 +71,6 @@ def _split_kinds(paths: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             bench.append(p)
     return bench, parity
-
-
-def _filter(
-    runs: Mapping[Key, Sequence[Run]], model: str | None, variant: str | None, size: str | None
-) -> dict[Key, list[Run]]:
-    return {
-        k: list(v)
-        for k, v in runs.items()
-        if (model is None or k[0] == model)
-        and (variant is None or k[1] == variant)
-        and (size is None or k[2] == str(size))
-    }
 
 
 @click.command("compare")
@@ -318,8 +307,8 @@ def compare_command(
                     n_boot=n_boot,
                     seed=seed,
                 )
-        base_runs = _filter(base_runs, model, variant, size)
-        cand_runs = _filter(cand_runs, model, variant, size)
+        base_runs = only_keys(base_runs, model, variant, size)
+        cand_runs = only_keys(cand_runs, model, variant, size)
         if base_runs or cand_runs:
             if not set(base_runs) & set(cand_runs):
                 raise RegressError(

@@ -35,7 +35,7 @@ from parbench.errors import RecordError, RegressError
 from parbench.records import bench
 from parbench.records.instructions import InstructionCount
 from parbench.regress.decide import Decision
-from parbench.regress.sides import Key, Row, _expand, _size_key, read_store_results
+from parbench.regress.sides import Key, Row, _expand, _size_key, only_keys, read_store_results
 
 DEFAULT_INSTR_FLOOR = 0.01
 DEFAULT_INSTR_NOISE = 0.005  # largest spread between processes measured: 0.27% (docs/instructions.md)
@@ -265,18 +265,6 @@ def rows_json(rows: Sequence[Row], floor: float, noise: float) -> str:
 # command line (called by ``parbench compare --metric instructions``)
 
 
-def _only(
-    counts: Mapping[Key, Sequence[Count]], model: str | None, variant: str | None, size: str | None
-) -> dict[Key, list[Count]]:
-    return {
-        k: list(v)
-        for k, v in counts.items()
-        if (model is None or k[0] == model)
-        and (variant is None or k[1] == variant)
-        and (size is None or k[2] == str(size))
-    }
-
-
 def compare_main(
     baseline: Sequence[str],
     candidate: Sequence[str],
@@ -328,8 +316,8 @@ def compare_main(
                 "the same counting process appears on both sides; give different files for "
                 "baseline and candidate"
             )
-    base_counts = _only(base_counts, model, variant, size)
-    cand_counts = _only(cand_counts, model, variant, size)
+    base_counts = only_keys(base_counts, model, variant, size)
+    cand_counts = only_keys(cand_counts, model, variant, size)
     if not set(base_counts) & set(cand_counts):
         raise RegressError(
             "baseline and candidate share no counted benchmark (model-variant-size); count "

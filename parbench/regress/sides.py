@@ -8,7 +8,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -143,6 +143,22 @@ def load_parity_runs(
         for (key, metric), vs in values.items():
             out[(key, metric)].append(float(min(vs, key=lambda v, m=metric: parity_db(m, v))))
     return dict(out)
+
+
+T = TypeVar("T")
+
+
+def only_keys(
+    by_key: Mapping[Key, Sequence[T]], model: str | None, variant: str | None, size: str | None
+) -> dict[Key, list[T]]:
+    """The entries of ``by_key`` of this model, variant and size (``None``: any)."""
+    return {
+        k: list(v)
+        for k, v in by_key.items()
+        if (model is None or k[0] == model)
+        and (variant is None or k[1] == variant)
+        and (size is None or k[2] == str(size))
+    }
 
 
 def group_runs(runs: Iterable[Run]) -> dict[Key, list[Run]]:
