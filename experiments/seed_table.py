@@ -20,8 +20,8 @@ from pathlib import Path
 import click
 
 from parbench._util.clock import file_stamp
+from parbench.backends.registry import all_variants
 from parbench.report.build import collect
-from parbench.report.tables import VARIANT_ORDER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,8 @@ def table(json_path: Path, model: str, sizes: list[int]) -> str:
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(sizes) + 1) + ["---"]) + "|",
     ]
-    forms = sorted(s["form"].unique(), key=lambda f: VARIANT_ORDER.index(f) if f in VARIANT_ORDER else 99)
+    order = all_variants()
+    forms = sorted(s["form"].unique(), key=lambda f: order.index(f) if f in order else 99)
     for form in forms:
         fr = s[s["form"] == form].set_index("size")
         cells = []

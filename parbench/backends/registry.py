@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from parbench.backends.base import Availability, Backend
 from parbench.errors import ConfigError, UnknownVariant
+
+if TYPE_CHECKING:  # base imports torch; the variant names and their order do not need it
+    from parbench.backends.base import Availability, Backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +58,8 @@ class _Broken:
         self._reason = reason
 
     def available(self) -> Availability:
+        from parbench.backends.base import Availability
+
         return Availability(False, False, self._reason, executor="none")
 
     def options(self) -> dict:

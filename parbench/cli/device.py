@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from parbench.cli import options
 from parbench.device import mac
 from parbench.device.build import DEFAULT_BUILD_DIR, REPO_ROOT, build_core, run_core_tests
 from parbench.device.relay import run_relay
@@ -24,6 +25,7 @@ from parbench.diagnose.pte_runtime import pte_rows
 from parbench.errors import DeviceBuildError, DeviceError, ParbenchError
 from parbench.history.ingest import import_results
 from parbench.records import manifest as records_manifest
+from parbench.records.device import COLLECTOR_PORT
 
 # ---------------------------------------------------------------------------------------------
 # CLI
@@ -64,7 +66,9 @@ def _csv(value: str | None) -> list[str]:
 
 
 @device_group.command("replay")
-@click.option("--collector", required=True, help="collector base URL, e.g. http://127.0.0.1:8765")
+@click.option(
+    "--collector", required=True, help=f"collector base URL, e.g. http://127.0.0.1:{COLLECTOR_PORT}"
+)
 @click.option("--token", envvar="PARBENCH_TOKEN", required=True, help="bearer token (env PARBENCH_TOKEN)")
 @click.option(
     "--tier",
@@ -325,21 +329,9 @@ def _mac_host() -> str | None:
     "--mac-host",
     help="network mode: the Mac's name or IP as the phone reaches it (default <LocalHostName>.local)",
 )
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535), help="collector port")
-@click.option(
-    "--device-port",
-    default=8766,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="USB mode: port the test listens on, on the phone",
-)
-@click.option(
-    "--relay-port",
-    default=8767,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="USB mode: iproxy's port",
-)
+@options.port("--port", COLLECTOR_PORT, "collector port")
+@options.port("--device-port", mac.DEVICE_PORT, "USB mode: port the test listens on, on the phone")
+@options.port("--relay-port", mac.RELAY_PORT, "USB mode: iproxy's port")
 @click.option("--rounds", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--store", "store_path", default="results.sqlite", show_default=True)
 @click.option("--fixtures", "fixtures_dir", help="fixture set folder (default fixtures/device-<tier>)")
@@ -413,17 +405,11 @@ def run_command(
 
 @device_group.command("relay")
 @click.option("--udid", required=True, help="the phone's UDID (xcrun xctrace list devices)")
+@options.port("--device-port", mac.DEVICE_PORT, "the port the test listens on, on the phone")
+@options.port("--local-port", mac.RELAY_PORT, "iproxy's port here")
 @click.option(
-    "--device-port",
-    default=8766,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="the port the test listens on, on the phone",
+    "--collector", default=f"http://127.0.0.1:{COLLECTOR_PORT}", show_default=True, help="collector base URL"
 )
-@click.option(
-    "--local-port", default=8767, show_default=True, type=click.IntRange(1, 65535), help="iproxy's port here"
-)
-@click.option("--collector", default="http://127.0.0.1:8765", show_default=True, help="collector base URL")
 @click.option("--iproxy", default="iproxy", show_default=True, help="the iproxy program (libimobiledevice)")
 def relay_command(udid: str, device_port: int, local_port: int, collector: str, iproxy: str) -> None:
     """USB mode: carry the phone's requests to the collector. Runs iproxy LOCAL:DEVICE, dials the

@@ -55,3 +55,11 @@ def alpha(default: float, help: str) -> click.decorators.FC:
         show_default=True,
         help=help,
     )
+
+
+def port(flag: str, default: int, help: str | None = None, *, lowest: int = 1) -> click.decorators.FC:
+    """A TCP port option (``--port``, ``--device-port`` ...) with its default shown; ``lowest=0``
+    where 0 means "any free port"."""
+    return click.option(
+        flag, default=default, show_default=True, type=click.IntRange(lowest, 65535), help=help
+    )

@@ -20,6 +20,7 @@ from parbench.regress.decide import (
     DEFAULT_PARITY_FLOOR_DB,
     DEFAULT_SEED,
     MIN_RUNS,
+    LatencySettings,
 )
 from parbench.regress.sides import (
     Key,
@@ -32,6 +33,7 @@ from parbench.regress.sides import (
     load_benchmark_runs,
     load_parity_runs,
     nights_of,
+    only_keys,
     store_runs,
 )
 from parbench.report.history import history_series
@@ -69,18 +71,6 @@ def _split_kinds(paths: Sequence[str]) -> tuple[list[str], list[str]]:
         else:
             bench.append(p)
     return bench, parity
-
-
-def _filter(
-    runs: Mapping[Key, Sequence[Run]], model: str | None, variant: str | None, size: str | None
-) -> dict[Key, list[Run]]:
-    return {
-        k: list(v)
-        for k, v in runs.items()
-        if (model is None or k[0] == model)
-        and (variant is None or k[1] == variant)
-        and (size is None or k[2] == str(size))
-    }
 
 
 @click.command("compare")
@@ -260,13 +250,16 @@ def compare_command(
             baseline, candidate, store, baseline_nights, candidate_nights, source, model, variant, size,
             floor, instr_noise, json_out, md_out,
         )  # fmt: skip
+    settings = LatencySettings(
+        floor=floor, alpha=alpha, run_stat=run_stat, n_boot=n_boot, seed=seed, min_runs=min_runs
+    )
     notes: list[str] = []
     try:
         rows: list[Row] = []
         if source == "device":
             rows, notes = _device_rows(
                 store, baseline_nights, candidate_nights, candidate, clock, device, candidate_within,
-                model, variant, size, floor, alpha, run_stat, n_boot, seed, min_runs,
+                model, variant, size, settings,
             )  # fmt: skip
             candidate = ()  # the candidate nights are the store's
         cand_bench, cand_parity = _split_kinds(candidate)
@@ -314,28 +307,15 @@ def compare_command(
                     n_boot=n_boot,
                     seed=seed,
                 )
-        base_runs = _filter(base_runs, model, variant, size)
-        cand_runs = _filter(cand_runs, model, variant, size)
+        base_runs = only_keys(base_runs, model, variant, size)
+        cand_runs = only_keys(cand_runs, model, variant, size)
         if base_runs or cand_runs:
             if not set(base_runs) & set(cand_runs):
                 raise RegressError(
                     "baseline and candidate share no benchmark (model-variant-size); "
                     "check that both sides ran the same suite"
                 )
-            rows = (
-                compare_runs(
-                    base_runs,
-                    cand_runs,
-                    floor=floor,
-                    alpha=alpha,
-                    run_stat=run_stat,
-                    n_boot=n_boot,
-                    seed=seed,
-                    min_runs=min_runs,
-                    by_night=by_night,
-                )
-                + rows
-            )
+            rows = compare_runs(base_runs, cand_runs, by_night=by_night, **settings) + rows
     except RegressError as exc:
         raise click.UsageError(str(exc)) from exc
     if not rows and notes:  # --candidate-within: nothing recent to judge
@@ -401,12 +381,7 @@ def _device_rows(
     model: str | None,
     variant: str | None,
     size: str | None,
-    floor: float,
-    alpha: float,
-    run_stat: str,
-    n_boot: int,
-    seed: int,
-    min_runs: int,
+    settings: LatencySettings,
 ) -> tuple[list[Row], list[str]]:
     """Device results from the store: each device's newest nights against its own earlier ones."""
     from parbench.regress.device import compare_device_nights
@@ -427,12 +402,7 @@ def _device_rows(
         variant=variant,
         size=size,
         candidate_within=candidate_within,
-        floor=floor,
-        alpha=alpha,
-        run_stat=run_stat,
-        n_boot=n_boot,
-        seed=seed,
-        min_runs=min_runs,
+        **settings,
     )
     return result.rows, result.notes
 

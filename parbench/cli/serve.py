@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from parbench.cli import options
 from parbench.collector.app import API_PREFIX, DEFAULT_MAX_BODY_MB, create_app
 from parbench.collector.guard import check_token, is_loopback
 from parbench.errors import ParbenchError
+from parbench.records.device import COLLECTOR_PORT
 
 KEEP_ALIVE_S = 5
 
@@ -47,7 +49,7 @@ def _read_token_file(path: str) -> str:
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@options.port("--port", COLLECTOR_PORT, lowest=0)
 @click.option(
     "--store",
     "store_path",

@@ -28,12 +28,15 @@ from parbench.device.build import REPO_ROOT
 from parbench.device.replay import format_rows, summary_rows
 from parbench.errors import DeviceError
 from parbench.history.store import Store
+from parbench.records.device import COLLECTOR_PORT
 
 IOS_DIR = REPO_ROOT / "device_runner" / "ios"
 IOS_REL = Path("device_runner") / "ios"
 WORKSPACE = "ParbenchDevice.xcworkspace"
 EXECUTORCH_REPO = "https://github.com/pytorch/executorch"
 DEFAULT_FORMS = ("lite", "coreml_fp16", "coreml_image", "executorch_fp32")
+DEVICE_PORT = 8766  # USB mode: where the test listens on the phone
+RELAY_PORT = 8767  # USB mode: iproxy's end on the Mac
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,9 +148,9 @@ class RunOptions:
     forms: tuple[str, ...] = DEFAULT_FORMS
     bundle_prefix: str | None = None
     usb: bool = True
-    port: int = 8765  # the collector on the Mac
-    device_port: int = 8766  # USB mode: where the test listens on the phone
-    relay_port: int = 8767  # USB mode: iproxy's end on the Mac
+    port: int = COLLECTOR_PORT  # the collector on the Mac
+    device_port: int = DEVICE_PORT
+    relay_port: int = RELAY_PORT
     mac_host: str | None = None  # network mode: the Mac's name as the phone reaches it
     rounds: int = 20
     store: str = "results.sqlite"

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from parbench.records.ids import ModelName, VariantName
 
+COLLECTOR_PORT = 8765  # where `parbench serve` listens unless told otherwise
 MAX_JSON_DEPTH = 16
 MAX_SAMPLES_PER_REQUEST = 2_000_000
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 from scipy import stats as sps
@@ -62,6 +62,18 @@ PARITY_METRICS = ("cosine", "psnr_db", "snr_db")
 _DB_CAP = 200.0
 
 Verdict = Literal["slower", "faster", "worse", "better", "unchanged", "unknown"]
+
+
+class LatencySettings(TypedDict, total=False):
+    """How a latency verdict is reached: the keyword arguments of :func:`decide` (and of
+    :func:`parbench.regress.sides.compare_runs`), held once by the code that passes them on."""
+
+    floor: float
+    alpha: float
+    run_stat: str
+    n_boot: int
+    seed: int
+    min_runs: int
 
 
 # ---------------------------------------------------------------------------------------------

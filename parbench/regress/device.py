@@ -16,19 +16,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Unpack
 
 import numpy as np
 
 from parbench.errors import RegressError
-from parbench.regress.decide import (
-    DEFAULT_ALPHA,
-    DEFAULT_BOOTSTRAP,
-    DEFAULT_FLOOR,
-    DEFAULT_RUN_STAT,
-    DEFAULT_SEED,
-    MIN_RUNS,
-)
-from parbench.regress.sides import Key, Row, Run, compare_runs
+from parbench.regress.decide import LatencySettings
+from parbench.regress.sides import Key, Row, Run, compare_runs, read_store_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +52,14 @@ def device_store_runs(
     day; its run id when that run holds several run indexes of a benchmark).  Failed cases are
     left out.  ``variant`` matches a variant (``coreml_fp16``) or a form (``coreml_fp16/cpuOnly``)."""
     path = Path(store_path)
-    if not path.exists():
-        raise RegressError(
-            f"history store {path} does not exist; device results reach it through the collector "
-            "(parbench serve --store PATH) or parbench device import ... --store PATH"
-        )
-    if size is not None and not str(size).isdigit():
-        raise RegressError(f"size must be a whole number of pixels, got {size!r}")
-    from parbench.history.store import Store
-
-    store = Store(path)
-    try:
-        df = store.results(model=model, size=int(size) if size else None, source="device")
-    finally:
-        store.close()
+    df = read_store_results(
+        path,
+        "device results reach it through the collector "
+        "(parbench serve --store PATH) or parbench device import ... --store PATH",
+        source="device",
+        model=model,
+        size=size,
+    )
     if df.empty:
         return {}
     nameless = sorted(set(df.loc[df["device_model"].isna() | (df["device_model"] == ""), "run_id"]))
@@ -154,16 +142,12 @@ def compare_device_nights(
     size: str | None = None,
     candidate_within: float | None = None,
     now: datetime | None = None,
-    floor: float = DEFAULT_FLOOR,
-    alpha: float = DEFAULT_ALPHA,
-    run_stat: str = DEFAULT_RUN_STAT,
-    n_boot: int = DEFAULT_BOOTSTRAP,
-    seed: int = DEFAULT_SEED,
-    min_runs: int = MIN_RUNS,
+    **settings: Unpack[LatencySettings],
 ) -> DeviceComparison:
     """Each device's newest ``candidate_nights`` nights against its own ``baseline_nights``
-    nights before them: one latency verdict per device x model x form x size.  A device with no
-    earlier nights gets ``unknown`` rows: results of another device are never its baseline.
+    nights before them: one latency verdict per device x model x form x size (``settings`` as in
+    :func:`compare_runs`).  A device with no earlier nights gets ``unknown`` rows: results of
+    another device are never its baseline.
 
     ``candidate_within`` (hours): a device whose newest results are older than that is left out
     with a note, and a store without device results gives no rows and a note instead of an error
@@ -209,17 +193,7 @@ def compare_device_nights(
                 f"{dev}: no nights before its newest {candidate_nights}: nothing of this device to compare "
                 "with yet (results of other devices are never compared with it)"
             )
-        for row in compare_runs(
-            base,
-            cand,
-            floor=floor,
-            alpha=alpha,
-            run_stat=run_stat,
-            n_boot=n_boot,
-            seed=seed,
-            min_runs=min_runs,
-            by_night=True,
-        ):
+        for row in compare_runs(base, cand, by_night=True, **settings):
             key = (row.model, row.variant, row.size)
             note = row.decision.note
             if key not in base:

@@ -35,7 +35,7 @@ from parbench.errors import RecordError, RegressError
 from parbench.records import bench
 from parbench.records.instructions import InstructionCount
 from parbench.regress.decide import Decision
-from parbench.regress.sides import Key, Row, _expand, _size_key
+from parbench.regress.sides import Key, Row, _expand, _size_key, only_keys, read_store_results
 
 DEFAULT_INSTR_FLOOR = 0.01
 DEFAULT_INSTR_NOISE = 0.005  # largest spread between processes measured: 0.27% (docs/instructions.md)
@@ -166,18 +166,15 @@ def store_instruction_counts(
     """Counts kept in the history store (``extra.instructions`` of ingested bench files), each
     labelled with its night (the stored run id), oldest first."""
     path = Path(store_path)
-    if not path.exists():
-        raise RegressError(
-            f"history store {path} does not exist; ingest bench results first "
-            "(parbench.history.ingest.ingest_benchmark_json(Store(path), FILE)) or pass --store PATH"
-        )
-    from parbench.history.store import Store
-
-    store = Store(path)
-    try:
-        df = store.results(model=model, variant=variant, size=int(size) if size else None, source=source)
-    finally:
-        store.close()
+    df = read_store_results(
+        path,
+        "ingest bench results first "
+        "(parbench.history.ingest.ingest_benchmark_json(Store(path), FILE)) or pass --store PATH",
+        source=source,
+        model=model,
+        variant=variant,
+        size=size,
+    )
     out: dict[Key, dict[tuple[str, str], Count]] = defaultdict(dict)
     for _, row in df.iterrows():
         raw = (row.get("extra") or {}).get("instructions")
@@ -268,18 +265,6 @@ def rows_json(rows: Sequence[Row], floor: float, noise: float) -> str:
 # command line (called by ``parbench compare --metric instructions``)
 
 
-def _only(
-    counts: Mapping[Key, Sequence[Count]], model: str | None, variant: str | None, size: str | None
-) -> dict[Key, list[Count]]:
-    return {
-        k: list(v)
-        for k, v in counts.items()
-        if (model is None or k[0] == model)
-        and (variant is None or k[1] == variant)
-        and (size is None or k[2] == str(size))
-    }
-
-
 def compare_main(
     baseline: Sequence[str],
     candidate: Sequence[str],
@@ -331,8 +316,8 @@ def compare_main(
                 "the same counting process appears on both sides; give different files for "
                 "baseline and candidate"
             )
-    base_counts = _only(base_counts, model, variant, size)
-    cand_counts = _only(cand_counts, model, variant, size)
+    base_counts = only_keys(base_counts, model, variant, size)
+    cand_counts = only_keys(cand_counts, model, variant, size)
     if not set(base_counts) & set(cand_counts):
         raise RegressError(
             "baseline and candidate share no counted benchmark (model-variant-size); count "

@@ -8,7 +8,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -145,11 +145,52 @@ def load_parity_runs(
     return dict(out)
 
 
+T = TypeVar("T")
+
+
+def only_keys(
+    by_key: Mapping[Key, Sequence[T]], model: str | None, variant: str | None, size: str | None
+) -> dict[Key, list[T]]:
+    """The entries of ``by_key`` of this model, variant and size (``None``: any)."""
+    return {
+        k: list(v)
+        for k, v in by_key.items()
+        if (model is None or k[0] == model)
+        and (variant is None or k[1] == variant)
+        and (size is None or k[2] == str(size))
+    }
+
+
 def group_runs(runs: Iterable[Run]) -> dict[Key, list[Run]]:
     out: dict[Key, list[Run]] = defaultdict(list)
     for r in runs:
         out[r.key].append(r)
     return dict(out)
+
+
+def read_store_results(
+    store_path: str | Path,
+    how_to_fill: str,
+    *,
+    source: str,
+    model: str | None = None,
+    variant: str | None = None,
+    size: str | None = None,
+) -> pd.DataFrame:
+    """The stored results of ``source`` that match the filters (:meth:`Store.results`).  A store
+    that does not exist is an error that ends with ``how_to_fill`` (how results reach a store)."""
+    path = Path(store_path)
+    if not path.exists():
+        raise RegressError(f"history store {path} does not exist; {how_to_fill}")
+    if size is not None and not str(size).isdigit():
+        raise RegressError(f"size must be a whole number of pixels, got {size!r}")
+    from parbench.history.store import Store
+
+    store = Store(path)
+    try:
+        return store.results(model=model, variant=variant, size=int(size) if size else None, source=source)
+    finally:
+        store.close()
 
 
 def store_runs(
@@ -166,20 +207,15 @@ def store_runs(
     A night is one stored run id when that run holds several runs of a benchmark (``--runs K``
     in one session); otherwise runs are grouped by their UTC day."""
     path = Path(store_path)
-    if not path.exists():
-        raise RegressError(
-            f"history store {path} does not exist; create it by ingesting bench "
-            "results (parbench.history.ingest.ingest_benchmark_json(Store(path), FILE)) or pass --store PATH"
-        )
-    if size is not None and not str(size).isdigit():
-        raise RegressError(f"size must be a whole number of pixels, got {size!r}")
-    from parbench.history.store import Store
-
-    store = Store(path)
-    try:
-        df = store.results(model=model, variant=variant, size=int(size) if size else None, source=source)
-    finally:
-        store.close()
+    df = read_store_results(
+        path,
+        "create it by ingesting bench results "
+        "(parbench.history.ingest.ingest_benchmark_json(Store(path), FILE)) or pass --store PATH",
+        source=source,
+        model=model,
+        variant=variant,
+        size=size,
+    )
     if df.empty:
         return {}
     df = df[df["error"].isna()] if "error" in df.columns else df

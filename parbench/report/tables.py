@@ -25,27 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from parbench.backends.registry import all_variants
 from parbench.run.timing import quantiles_ns
 
 DEFAULT_REPORTS_DIR = Path("reports")
 BENCH_SUBDIR = "bench"  # reports/bench/<UTC timestamp>.json
 PARITY_SUBDIR = "parity"  # reports/parity/<UTC timestamp>.jsonl
 
-VARIANT_ORDER = (
-    "eager",
-    "torchscript",
-    "lite",
-    "quantized_int8",
-    "onnx",
-    "executorch_fp32",
-    "executorch_int8",
-    "coreml_fp16",
-    "coreml_fp32",
-    "coreml_image",
-    "coreml_image_exact",
-    "coreai_fp32",
-    "coreai_fp16",
-)
 # worst first: a form's verdict over several sizes is its worst one
 VERDICT_ORDER = ("error", "fail", "xfail", "pass", "skip")
 VERDICT_COLORS = {
@@ -72,7 +58,9 @@ _KEY_METRICS = ("cosine", "max_abs", "rel_l2", "psnr_db", "snr_db", "top1_agree"
 
 
 def _variant_rank(v: str) -> tuple[int, str]:
-    return (VARIANT_ORDER.index(v), v) if v in VARIANT_ORDER else (len(VARIANT_ORDER), v)
+    """Forms in the registry's order, then any other by name."""
+    order = all_variants()
+    return (order.index(v), v) if v in order else (len(order), v)
 
 
 def _quartiles_ms(samples_ns: Sequence[np.ndarray]) -> tuple[float, float, float, int]:

@@ -111,15 +111,21 @@ class LiveCollector:
                 self.proc.wait(timeout=10)
 
 
+# the answers the device core retries (is_retryable in device_runner/core/src/collector.cpp):
+# 500 and 507 are faults the same request meets again, so a device does not retry them
+RETRY_STATUSES = frozenset({408, 425, 429, 502, 503, 504})
+
+
 def device_request(
     client: httpx.Client, method: str, url: str, *, tries: int = 60, **kwargs: Any
 ) -> httpx.Response:
-    """A device's request: retry the same request on connection errors and 5xx, with backoff."""
+    """A device's request: retry the same request, with backoff, on connection errors and on the
+    answers the device core retries (:data:`RETRY_STATUSES`)."""
     delay = 0.05
     for attempt in range(tries):
         try:
             r = client.request(method, url, **kwargs)
-            if r.status_code < 500:
+            if r.status_code not in RETRY_STATUSES:
                 return r
         except httpx.TransportError:
             if attempt == tries - 1:
