@@ -16,11 +16,12 @@ executor (``parbench.coreml_ref``) when it is importable; the session says which
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +69,53 @@ def _ct() -> Any:
         import coremltools
 
     return coremltools
+
+
+@contextlib.contextmanager
+def resize_to_runtime_size() -> Iterator[None]:
+    """Inside the block, a bilinear upsample to a size computed at run time converts.
+
+    coremltools maps such an upsample to Core ML's ``upsample_bilinear`` only when the size is a
+    fixed multiple of the upsample's own input, and fails the conversion otherwise; DeepLabV3
+    upsamples its 1/16 features to the network input's size.  iOS 17's ``resize`` takes the target
+    size as a tensor: it is used there instead (LINEAR, UNALIGN_CORNERS, i.e. PyTorch's
+    ``align_corners=False``).  Targets before iOS 17 have no ``resize`` and still fail.
+    """
+    from coremltools.converters.mil.frontend.torch.ssa_passes import torch_upsample_to_core_upsample as p
+
+    original = p._try_replace_with_core_upsample
+    p._try_replace_with_core_upsample = lambda op: original(op) or _to_resize(op)
+    try:
+        yield
+    finally:
+        p._try_replace_with_core_upsample = original
+
+
+def _to_resize(op: Any) -> bool:
+    if op.op_type != "torch_upsample_bilinear" or op.align_corners.val:
+        return False
+    from coremltools.converters.mil.mil import Builder as mb
+
+    try:
+        hw = mb.concat(
+            values=[mb.expand_dims(x=v, axes=[0], before_op=op) for v in (op.output_height, op.output_width)],
+            axis=0,
+            before_op=op,
+        )
+        new = mb.resize(
+            x=op.x,
+            shape=hw,
+            resized_dims=np.uint32(2),
+            interpolation_mode="LINEAR",
+            sampling_mode="UNALIGN_CORNERS",
+            name=op.name,
+            before_op=op,
+        )
+    except Exception:  # no iOS 17 opset: coremltools' own error follows
+        return False
+    op.enclosing_block.replace_uses_of_var_after_op(anchor_op=op, old_var=op.outputs[0], new_var=new)
+    op.enclosing_block.remove_ops([op])
+    return True
 
 
 def _reference_model() -> Any:
@@ -215,6 +263,7 @@ class CoreMLBase:
             "frontend": self.frontend,
             "flexible": self.flexible,
             "io_dtype": "float32",
+            "upsample_to_runtime_size": "resize",
             "torch": torch.__version__,
             "coremltools": version_of("coremltools"),
         }
@@ -246,7 +295,7 @@ class CoreMLBase:
         ct = _ct()
         model = TorchOutputFlattening(req.module).eval()
         example = tuple(req.example_inputs)
-        with quiet(), torch.no_grad():
+        with quiet(), torch.no_grad(), resize_to_runtime_size():
             if frontend == "torch.export":
                 shapes = torch_dynamic_shapes(req) if dynamic else None
                 with stage("torch.export"):

@@ -54,6 +54,7 @@ from parbench.backends.coreml import (
     Executor,
     Flexible,
     Frontend,
+    resize_to_runtime_size,
 )
 from parbench.backends.coreml_labels import (
     LABEL_NAME,
@@ -410,7 +411,7 @@ class CoreMLImageBackend(CoreMLBase):
         model = _AppModel(req.module, spec.mean, spec.std, self.normalization == "exact", softmax_of).eval()
         out_names = [*names, f"{cls[0]}_softmax"] if softmax and cls else list(names)
         example = tuple(req.example_inputs)
-        with quiet(), torch.no_grad():
+        with quiet(), torch.no_grad(), resize_to_runtime_size():
             if frontend == "torch.export":
                 # one positional argument (the image): the spec of *args' first element
                 shapes = torch_dynamic_shapes(req)[0] if dynamic else None

@@ -8,6 +8,7 @@ same C++ runtime an iOS app links.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,9 @@ from parbench.backends.export_support import (
     export_with_size_fallback,
     exported_artifact,
     input_names,
+    is_dynamic_shape_error,
     output_names,
+    size_oblivious,
     torch_dynamic_shapes,
 )
 from parbench.errors import ExportError, SessionError
@@ -146,6 +149,18 @@ class _ExecuTorchBase:
         """The ``torch.export`` program (PT2E-quantized for int8) that :meth:`export` lowers to
         XNNPACK, for tools that work on the program before lowering (``parbench.diagnose``)."""
         meta = {} if meta is None else meta
+        meta.pop("size_oblivious", None)
+        try:
+            return self._exported_program(req, dynamic, meta)
+        except Exception as exc:
+            if not (dynamic and is_dynamic_shape_error(exc)):
+                raise
+        with size_oblivious():  # a size derived from H/W is 1 at some sizes only
+            ep = self._exported_program(req, dynamic, meta)
+        meta["size_oblivious"] = True
+        return ep
+
+    def _exported_program(self, req: ExportRequest, dynamic: bool, meta: dict) -> Any:
         shapes = torch_dynamic_shapes(req) if dynamic else None
         model = TorchOutputFlattening(req.module).eval()
         with quiet():
@@ -157,7 +172,8 @@ class _ExecuTorchBase:
 
     def _program(self, req: ExportRequest, dynamic: bool, meta: dict) -> bytes:
         ep = self.exported_program(req, dynamic, meta)
-        with quiet():
+        lowering = size_oblivious(ep) if meta.get("size_oblivious") else contextlib.nullcontext()
+        with quiet(), lowering:
             from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
             from executorch.exir import to_edge_transform_and_lower
 

@@ -6,7 +6,8 @@ what they have in common lives here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,6 +101,30 @@ def torch_dynamic_shapes(req: ExportRequest) -> tuple[tuple[dict[int, Any] | Non
     for dims in sized_dims(req):
         specs.append({d: (h if d == 2 else w) for d in dims} or None)
     return (tuple(specs),)
+
+
+@contextlib.contextmanager
+def size_oblivious(program: Any = None) -> Iterator[None]:
+    """Size-oblivious reasoning for the input sizes (``backed_size_oblivious``) inside the block.
+
+    Without it ``torch.export`` pins a dynamic dim whenever a size derived from it is 1 at the
+    example (0/1 specialization: a detector's last feature maps are 1x1 at small inputs only).
+    Given the ``program`` being lowered, guards that later passes still take (on memory formats,
+    from the example's sizes) do not narrow its size range either; the artifact is then run at
+    the extreme sizes (:func:`check_sizes`).
+    """
+    from torch.fx.experimental import _config
+
+    with _config.patch(backed_size_oblivious=True), _kept_size_range(program):
+        yield
+
+
+def _kept_size_range(program: Any) -> contextlib.AbstractContextManager[Any]:
+    for node in program.graph.nodes if program is not None else ():
+        for dim in getattr(node.meta.get("val"), "shape", ()):
+            if isinstance(dim, torch.SymInt):
+                return dim.node.shape_env.suppress_guards()
+    return contextlib.nullcontext()
 
 
 def inputs_at(req: ExportRequest, size: int) -> tuple[torch.Tensor, ...]:

@@ -147,8 +147,23 @@ class SSDLiteRaw(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = list(self.backbone(x).values())
-        out = self.head(features)
-        return {"boxes": out["bbox_regression"], "scores": out["cls_logits"]}
+        return {
+            "boxes": _per_anchor(self.head.regression_head, features),
+            "scores": _per_anchor(self.head.classification_head, features),
+        }
+
+
+def _per_anchor(head: nn.Module, features: list[torch.Tensor]) -> torch.Tensor:
+    """torchvision's ``SSDScoringHead.forward``: each map's (N, A*K, H, W) as (N, H*W*A, K), same
+    values and order.  torchvision reshapes a permuted view, which is contiguous exactly when the
+    map is 1x1; the last maps are 1x1 at some input sizes only, so ``torch.export`` had to pin H and
+    W.  An explicit contiguous copy of the permuted map has the same layout at every size."""
+    k = head.num_columns
+    outs = []
+    for module, feature in zip(head.module_list, features, strict=True):
+        r = module(feature).permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
+        outs.append(r.view(r.shape[0], -1, k))
+    return torch.cat(outs, dim=1)
 
 
 class SegmentationOut(nn.Module):

@@ -336,13 +336,14 @@ def test_wrong_imagetype_fails_parity_with_a_clear_message(h, variant) -> None:
 
 
 @needs_executor
-def test_segmenter_converts_per_size_and_passes_exact(h) -> None:
-    """Bilinear upsampling to the input's size does not convert with flexible image sizes:
-    one package per size, as coreml.py does."""
-    r = _parity(h, SEG, "coreml_image_exact", SIZES[1])
-    assert r.verdict == "pass", r.message
-    assert r.export["sizes"] == [SIZES[1]]
-    assert "per_size_reason" in r.export
+def test_segmenter_converts_once_for_every_size_and_passes_exact(h) -> None:
+    """Bilinear upsampling to the input's size converts with flexible image sizes (iOS 17's
+    ``resize``): one package serves both sizes."""
+    for size in SIZES:
+        r = _parity(h, SEG, "coreml_image_exact", size)
+        assert r.verdict == "pass", r.message
+        assert r.export["sizes"] == list(SIZES)
+        assert "per_size_reason" not in r.export
 
 
 # ---------------------------------------------------------------------------------------------

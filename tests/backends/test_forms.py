@@ -281,26 +281,37 @@ def test_coreml_range_dim(tiny, photo, tmp_path) -> None:
     assert backend.options()["flexible"] == "range" != get_backend("coreml_fp16").options()["flexible"]
 
 
-def test_coreml_per_size_when_upsample_follows_input_size(tiny_seg, photo, tmp_path) -> None:
+def test_coreml_upsample_to_the_input_size_converts_once_on_ios17(tiny_seg, photo, tmp_path) -> None:
     """coremltools cannot map bilinear upsampling to a size read from another tensor once the
-    input is flexible (apple/coremltools#1754): NeedsPerSize, and per size it converts."""
+    input is flexible (apple/coremltools#1754); iOS 17's ``resize`` takes that size at run time, so
+    one package serves both sizes.  Before iOS 17: NeedsPerSize, and per size it converts."""
     backend = get_backend("coreml_fp16")
-    with pytest.raises(NeedsPerSize, match="Unable to map torch_upsample_bilinear to core upsample"):
-        backend.export(make_request(tiny_seg, photo, 64, [48, 64]), tmp_path / "seg")
-    assert not (tmp_path / "seg.mlpackage").exists()
-    art = backend.export(make_request(tiny_seg, photo, 48, [48, 64], per_size=True), tmp_path / "seg-48")
-    assert art.sizes == [48] and art.meta["dynamic_shapes"] is False
+    art = backend.export(make_request(tiny_seg, photo, 64, [48, 64]), tmp_path / "seg")
+    assert art.sizes == [48, 64] and art.meta["dynamic_shapes"] is True
     if can_run(backend):
-        check_parity("coreml_fp16", "fp16", "seg", compare(backend.load(art), tiny_seg, photo, 48))
+        session = backend.load(art)
+        for size in (48, 64):
+            check_parity("coreml_fp16", "fp16", "seg", compare(session, tiny_seg, photo, size))
+    ios16 = get_backend("coreml_fp16", target="iOS16")
+    with pytest.raises(NeedsPerSize, match="Unable to map torch_upsample_bilinear to core upsample"):
+        ios16.export(make_request(tiny_seg, photo, 64, [48, 64]), tmp_path / "seg16")
+    assert not (tmp_path / "seg16.mlpackage").exists()
+    art = ios16.export(make_request(tiny_seg, photo, 48, [48, 64], per_size=True), tmp_path / "seg16-48")
+    assert art.sizes == [48] and art.meta["dynamic_shapes"] is False
 
 
 @pytest.mark.slow
-def test_coreml_deeplabv3_needs_per_size(photo, tmp_path) -> None:
+def test_coreml_deeplabv3_converts_once_for_every_size(photo, tmp_path) -> None:
     torch.manual_seed(0)
     model = networks.deeplabv3_mobilenet_v3()
     recalibrate_batchnorm(model, crops(photo, 128, range(2)))
-    with pytest.raises(NeedsPerSize, match="Unable to map torch_upsample_bilinear to core upsample"):
-        get_backend("coreml_fp16").export(make_request(model, photo, 128, [128, 160]), tmp_path / "deeplab")
+    backend = get_backend("coreml_fp32")
+    art = backend.export(make_request(model, photo, 128, [128, 160]), tmp_path / "deeplab")
+    assert art.sizes == [128, 160] and art.meta["dynamic_shapes"] is True
+    if can_run(backend):
+        session = backend.load(art)
+        for size in (128, 160):
+            check_parity("coreml_fp32", "fp32", "deeplab", compare(session, model, photo, size))
 
 
 # ---------------------------------------------------------------------------------------------
