@@ -81,9 +81,13 @@ def resize_to_runtime_size() -> Iterator[None]:
     size as a tensor: it is used there instead (LINEAR, UNALIGN_CORNERS, i.e. PyTorch's
     ``align_corners=False``).  Targets before iOS 17 have no ``resize`` and still fail.
     """
-    from coremltools.converters.mil.frontend.torch.ssa_passes import torch_upsample_to_core_upsample as p
+    try:  # a coremltools internal: without it, such models convert per size, as they did before
+        from coremltools.converters.mil.frontend.torch.ssa_passes import torch_upsample_to_core_upsample as p
 
-    original = p._try_replace_with_core_upsample
+        original = p._try_replace_with_core_upsample
+    except (ImportError, AttributeError):
+        yield
+        return
     p._try_replace_with_core_upsample = lambda op: original(op) or _to_resize(op)
     try:
         yield
