@@ -227,13 +227,25 @@ def compare(
             if k in m
         ]
         err = np.abs(a.astype(np.float64) - r.astype(np.float64)).ravel()
-        idx = np.argsort(-err)[:n_worst] if err.size else []
+        idx = _largest(err, n_worst)
         worst = [
             (tuple(int(x) for x in np.unravel_index(i, r.shape)), float(r.ravel()[i]), float(a.ravel()[i]))
             for i in idx
         ]
         outs.append(OutputComparison(name, m, checks, worst))
     return Comparison(outs)
+
+
+def _largest(values: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` largest values, largest first (ties: lowest index first); a partial
+    sort, since outputs run to millions of values."""
+    n = min(n, values.size)
+    if n <= 0:
+        return np.empty(0, dtype=np.intp)
+    kth = np.partition(values, values.size - n)[values.size - n]  # the n-th largest value
+    above = np.flatnonzero(values > kth)
+    top = np.concatenate([above, np.flatnonzero(values == kth)[: n - above.size]])
+    return top[np.lexsort((top, -values[top]))]
 
 
 def merge_case_metrics(per_case: list[Comparison]) -> OrderedDict[str, dict[str, float]]:

@@ -67,3 +67,13 @@ def test_shape_mismatch_and_nan_are_failures_not_crashes():
     assert not comp.passed and "NaN" in comp.explain()
     comp = cmp.compare({}, r, "generic", "fp32")
     assert not comp.passed and "missing" in comp.explain()
+
+
+def test_worst_elements_are_the_largest_errors_in_order_ties_by_position():
+    from parbench.compare import _largest
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        values = rng.integers(0, 4, size=int(rng.integers(0, 40))).astype(float)
+        for n in (0, 1, 3, 50):
+            assert list(_largest(values, n)) == list(np.argsort(-values, kind="stable")[:n])
