@@ -104,7 +104,7 @@ def test_names_round_trip_and_export_time_is_recorded_once(tmp_path):
     for outcome in (first, hit):
         art = outcome.artifact
         assert (art.input_names, art.output_names, art.sizes) == (["image", "mask"], ["a", "b.c"], [32])
-        assert set(art.meta) == {"exporter", "export_seconds", "export_stages"}
+        assert set(art.meta) == {"exporter", "export_seconds", "export_stages", "sha256"}
         assert isinstance(art.meta["export_seconds"], float)
     assert hit.artifact.meta["export_seconds"] == first.artifact.meta["export_seconds"]
 

@@ -86,7 +86,7 @@ def test_worker_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
 
 def test_jobs_group_sizes_and_put_the_heaviest_forms_first():
     cases = [("m", "light", 1), ("m", "heavy", 1), ("m", "light", 2), ("n", "heavy", 1), ("m", "heavy", 1)]
-    jobs = case_pool.jobs_for(cases, {"heavy": 2.0, "light": 1.0}.get)
+    jobs = case_pool.jobs_for(cases, lambda job: {"heavy": 2.0, "light": 1.0}[job.variant])
     assert jobs == [Job("m", "heavy", (1,)), Job("n", "heavy", (1,)), Job("m", "light", (1, 2))]
 
 
@@ -102,3 +102,30 @@ def test_worker_count(monkeypatch):
     assert case_pool.parse_workers(None) == 1
     with pytest.raises(ConfigError, match="workers must be 'auto' or a count"):
         case_pool.parse_workers("many")
+
+
+def test_jobs_are_weighed_by_the_last_run_less_exports_already_cached(tmp_path):
+    from parbench.pytest_plugins.parity import _job_weight
+    from parbench.records import parity as parity_records
+
+    reports, cache = tmp_path / "reports", tmp_path / "cache"
+    for variant, size, timing in [
+        ("executorch_int8", 256, {"export": 100.0, "run": 2.0}),
+        ("executorch_int8", 512, {"run": 6.0}),
+        ("eager", 256, {"run": 30.0}),
+    ]:
+        parity_records.append(
+            reports / "earlier.jsonl",
+            parity_records.ParityRecord(
+                model="m", variant=variant, size=size, task="classification", family="int8",
+                verdict="pass", timing=timing,
+            ),
+        )  # fmt: skip
+    weight = _job_weight(reports, cache)
+    et, eager = Job("m", "executorch_int8", (256, 512)), Job("m", "eager", (256,))
+    assert weight(et) == 108.0 and weight(eager) == 30.0  # nothing cached: the export is to come
+    (cache / "artifacts" / "m" / "executorch_int8-any-0123").mkdir(parents=True)
+    (cache / "artifacts" / "m" / "executorch_int8-any-0123" / "entry.json").write_text("{}")
+    assert weight(et) == 8.0  # exported already: only its runs are left, so eager goes first
+    unseen = Job("m", "executorch_fp32", (256,))
+    assert weight(unseen) == 62.0  # no earlier run: a guess by form (export 60 s, 2 s a size)

@@ -201,7 +201,29 @@ class ParityRunner:
                 self.progress.local_case(case, False)
 
 
-_FORM_WEIGHT = {"executorch_int8": 8.0, "executorch_fp32": 4.0}  # export cost, for the job order
+# a model x form's export cost, relative, for the job order when no earlier run says better
+_EXPORT_WEIGHT = {"executorch_int8": 120.0, "executorch_fp32": 60.0, "quantized_int8": 10.0}
+
+
+def _job_weight(reports: Path, cache_dir: Path) -> Any:
+    """Expected seconds of a job: its cases' times in the newest earlier run in ``reports``, less
+    their export time when the cache already holds the form's artifacts; a guess by form else."""
+    seen: dict[tuple[str, str, int], tuple[float, float]] = {}
+    for path in sorted(reports.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)[:1]:
+        try:
+            for r in parity_records.read([path]):
+                seen[(r.model, r.variant, r.size)] = (sum(r.timing.values()), r.timing.get("export", 0.0))
+        except ParbenchError:
+            seen = {}
+
+    def weight(job: Any) -> float:
+        cached = any((cache_dir / "artifacts" / job.model).glob(f"{job.variant}-*/entry.json"))
+        if all(case in seen for case in job.cases()):
+            return sum(total - (export if cached else 0.0) for total, export in map(seen.get, job.cases()))
+        guess = _EXPORT_WEIGHT.get(job.variant, 20.0 if job.variant.startswith("coreml") else 5.0)
+        return (0.0 if cached else guess) + 2.0 * len(job.sizes)
+
+    return weight
 
 
 def _pool_for(request: pytest.FixtureRequest, harness: Any, policy: Any) -> Any:
@@ -224,11 +246,11 @@ def _pool_for(request: pytest.FixtureRequest, harness: Any, policy: Any) -> Any:
         if (c := getattr(getattr(item, "callspec", None), "params", {}).get("parbench_case")) is not None
         and "parbench_parity" in getattr(item, "fixturenames", ())
     ]
-    jobs = case_pool.jobs_for(cases, lambda v: _FORM_WEIGHT.get(v, 1.0 if v.startswith("coreml") else 0.5))
+    reports = Path(config.getoption("parbench_reports"))
+    jobs = case_pool.jobs_for(cases, _job_weight(reports, harness.cache_dir))
     workers = min(workers, len(jobs))
     if workers < 2:
         return None
-    reports = Path(config.getoption("parbench_reports"))
     pool = case_pool.CasePool(
         functools.partial(_parity_case, policy=policy),
         jobs,

@@ -60,6 +60,9 @@ def _locked(path: Path) -> Iterator[None]:
 class ArtifactCache:
     def __init__(self, root: Path | str = ".parbench-cache"):
         self.root = Path(root)
+        # artifacts whose sha256 this process checked, with their files' sizes and mtimes then: an
+        # unchanged file is not hashed again on every lookup (a changed one is)
+        self._verified: dict[Path, tuple[str, tuple]] = {}
 
     def entry_dir(self, model: str, variant: str, tag: str, key: str) -> Path:
         return self.root / "artifacts" / model / f"{variant}-{tag}-{key[:16]}"
@@ -124,8 +127,17 @@ class ArtifactCache:
             "key": key_parts,
         }
 
-    @staticmethod
-    def _read(final: Path, variant: str) -> tuple[Artifact | None, str | None]:
+    def _intact(self, path: Path, sha256: str) -> bool:
+        stamp = (sha256, _stat_signature(path))
+        if self._verified.get(path) == stamp:
+            return True
+        if sha256_path(path) != sha256:
+            self._verified.pop(path, None)
+            return False
+        self._verified[path] = stamp
+        return True
+
+    def _read(self, final: Path, variant: str) -> tuple[Artifact | None, str | None]:
         """(artifact, None) for a good entry; (None, reason) for a missing or corrupt one."""
         entry = final / ENTRY
         if not entry.is_file():
@@ -140,7 +152,7 @@ class ArtifactCache:
                 reason = "entry written by an older parbench (no input and output names)"
             elif not path.exists():
                 reason = f"artifact {path.name} missing"
-            elif sha256_path(path) != record["sha256"]:
+            elif not self._intact(path, record["sha256"]):
                 reason = f"artifact {path.name} does not match its sha256"
             else:
                 meta = dict(record["meta"], export_seconds=record["export_seconds"], sha256=record["sha256"])
@@ -151,6 +163,11 @@ class ArtifactCache:
             reason = f"unreadable entry: {exc}"
         shutil.rmtree(final, ignore_errors=True)
         return None, reason
+
+
+def _stat_signature(path: Path) -> tuple:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return tuple((str(f), (st := f.stat()).st_size, st.st_mtime_ns) for f in files)
 
 
 def _failure(record: dict[str, Any]) -> ExportError:

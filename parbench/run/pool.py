@@ -83,17 +83,17 @@ def parse_workers(value: str | None) -> int:
     return int(text)
 
 
-def jobs_for(cases: Sequence[CaseId], weight: Callable[[str], float] = lambda v: 1.0) -> list[Job]:
-    """Group cases into model x form jobs, heaviest form first (longest job first keeps the workers
-    busy to the end), the cases' own order otherwise."""
+def jobs_for(cases: Sequence[CaseId], weight: Callable[[Job], float] = lambda job: 1.0) -> list[Job]:
+    """Group cases into model x form jobs, the heaviest first by ``weight`` (its expected seconds:
+    longest first keeps both workers busy to the end), the cases' own order otherwise."""
     sizes: dict[tuple[str, str], list[int]] = {}
     for model, variant, size in cases:
         got = sizes.setdefault((model, variant), [])
         if size not in got:
             got.append(size)
-    order = {k: i for i, k in enumerate(sizes)}
-    keys = sorted(sizes, key=lambda k: (-weight(k[1]), order[k]))
-    return [Job(m, v, tuple(sizes[(m, v)])) for m, v in keys]
+    jobs = [Job(m, v, tuple(s)) for (m, v), s in sizes.items()]
+    order = {job: i for i, job in enumerate(jobs)}
+    return sorted(jobs, key=lambda job: (-weight(job), order[job]))
 
 
 # ---- the worker side -------------------------------------------------------------------------
