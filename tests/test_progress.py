@@ -128,3 +128,14 @@ def test_a_worker_pool_runs_the_cases_with_the_same_results(tmp_path):
     assert sorted(by_pool) == sorted(by_self) and len(by_pool) == 6
     for case, r in by_pool.items():
         assert (r["verdict"], r["metrics"]) == (by_self[case]["verdict"], by_self[case]["metrics"]), case
+
+
+def test_eta_with_expected_times_scales_them_by_the_pace_so_far():
+    p = Progress(total=4, now=0.0, workers=2)
+    p.expected = {"a": 100.0, "b": 10.0, "c": 100.0, "d": 10.0}
+    p.start_case("m x 1px", "x", 0.0, slot=1, key="a")
+    p.start_case("m y 1px", "y", 0.0, slot=2, key="b")
+    p.end_case(20.0, slot=2)  # b: expected 10 s, took 20 s: this machine runs at half the pace
+    # left: a (100 s expected, 20 s of it run), c and d: (100 + 100 + 10) x 2 - 20, over 2 workers
+    assert p.eta(20.0) == (210.0 * 2 - 20.0) / 2
+    assert "ETA ~3:20" in p.line(20.0)

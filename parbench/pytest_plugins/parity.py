@@ -247,7 +247,8 @@ def _pool_for(request: pytest.FixtureRequest, harness: Any, policy: Any) -> Any:
         and "parbench_parity" in getattr(item, "fixturenames", ())
     ]
     reports = Path(config.getoption("parbench_reports"))
-    jobs = case_pool.jobs_for(cases, _job_weight(reports, harness.cache_dir))
+    weigh = _job_weight(reports, harness.cache_dir)  # before any export: what is cached now
+    jobs = case_pool.jobs_for(cases, weigh)
     workers = min(workers, len(jobs))
     if workers < 2:
         return None
@@ -261,7 +262,8 @@ def _pool_for(request: pytest.FixtureRequest, harness: Any, policy: Any) -> Any:
     config.stash[_WORKERS] = workers
     plugin = config.pluginmanager.get_plugin("parbench-progress")
     if plugin is not None:
-        plugin.use_pool(workers)
+        per_case = {case: weigh(job) / len(job.sizes) for job in jobs for case in job.cases()}
+        plugin.use_pool(workers, per_case)
         pool.on_event = plugin.pool_event
     pool.start()
     return pool

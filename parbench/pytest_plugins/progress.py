@@ -40,6 +40,7 @@ class _Slot:
     label: str = ""
     variant: str = ""
     started: float = 0.0
+    key: Any = None  # the case, where the caller names it (for expected times)
     stack: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # innermost last
 
 
@@ -55,18 +56,27 @@ class Progress:
         self.busy = 0.0  # seconds spent inside finished cases
         self.slots: dict[Any, _Slot] = {}
         self._exports: dict[str, list[float]] = defaultdict(list)  # variant -> export seconds
+        self.expected: dict[Any, float] = {}  # case -> seconds it is expected to take, where known
+        self._done_expected = 0.0  # the expected seconds of the finished cases that had one
+        self._done_actual = 0.0  # and what they took
+        self._finished: set[Any] = set()
 
     def _slot(self, slot: Any) -> _Slot:
         return self.slots.setdefault(slot, _Slot())
 
-    def start_case(self, label: str, variant: str, now: float, slot: Any = "main") -> None:
-        self.slots[slot] = _Slot(label, variant, now)
+    def start_case(self, label: str, variant: str, now: float, slot: Any = "main", key: Any = None) -> None:
+        self.slots[slot] = _Slot(label, variant, now, key=key)
 
     def end_case(self, now: float, slot: Any = "main") -> None:
         s = self._slot(slot)
         self.done += 1
         if s.label:
             self.busy += now - s.started
+            if s.key in self.expected:
+                self._done_expected += self.expected[s.key]
+                self._done_actual += now - s.started
+        if s.key is not None:
+            self._finished.add(s.key)
         self.slots[slot] = _Slot()
 
     def stage(self, name: str, entering: bool, now: float, slot: Any = "main") -> None:
@@ -87,11 +97,23 @@ class Progress:
         the running cases have already run, shared among the slots; None before a case finishes."""
         if not self.done:
             return None
+        if self.expected and self._done_expected > 0:
+            return self._eta_expected(now)
         mean = self.busy / self.done
         left = mean * (self.total - self.done)
         for s in self.slots.values():
             if s.label:
                 left -= min(mean, now - s.started)
+        return max(0.0, left) / self.workers
+
+    def _eta_expected(self, now: float) -> float:
+        """With expected times per case (a worker pool's job weights): the expected seconds of the
+        cases left, scaled by how the finished ones compared with theirs, shared among the slots."""
+        pace = self._done_actual / self._done_expected
+        left = sum(t for key, t in self.expected.items() if key not in self._finished) * pace
+        for s in self.slots.values():
+            if s.label and s.key in self.expected:
+                left -= min(self.expected[s.key] * pace, now - s.started)
         return max(0.0, left) / self.workers
 
     def _slot_text(self, s: _Slot, now: float) -> str:
@@ -183,11 +205,13 @@ class ProgressPlugin:
                 self.progress.end_case(time.monotonic())
 
     # -- a worker pool's cases (parbench.run.pool), and the ones it hands back to this process
-    def use_pool(self, workers: int) -> None:
+    def use_pool(self, workers: int, expected: dict[Any, float] | None = None) -> None:
+        """The cases run in ``workers`` pool processes; ``expected``: seconds per case, for the ETA."""
         if self.progress is not None:
             with self.lock:
                 self.pooled = True
                 self.progress.workers = max(1, workers)
+                self.progress.expected = dict(expected or {})
                 self.progress.slots.pop("main", None)  # the item that started the pool waits for it
 
     def pool_event(self, kind: str, pid: int, *args: Any) -> None:
@@ -197,7 +221,7 @@ class ProgressPlugin:
         with self.lock:
             if kind == "start":
                 model, variant, size = args[0]
-                self.progress.start_case(f"{model} {variant} {size}px", variant, now, slot=pid)
+                self.progress.start_case(f"{model} {variant} {size}px", variant, now, slot=pid, key=args[0])
             elif kind == "stage":
                 self.progress.stage(args[0], args[1], now, slot=pid)
             elif kind == "result":
