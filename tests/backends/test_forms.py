@@ -285,13 +285,7 @@ def test_coreml_upsample_to_the_input_size_converts_once_on_ios17(tiny_seg, phot
     """coremltools cannot map bilinear upsampling to a size read from another tensor once the
     input is flexible (apple/coremltools#1754); iOS 17's ``resize`` takes that size at run time, so
     one package serves both sizes.  Before iOS 17: NeedsPerSize, and per size it converts."""
-    backend = get_backend("coreml_fp16")
-    art = backend.export(make_request(tiny_seg, photo, 64, [48, 64]), tmp_path / "seg")
-    assert art.sizes == [48, 64] and art.meta["dynamic_shapes"] is True
-    if can_run(backend):
-        session = backend.load(art)
-        for size in (48, 64):
-            check_parity("coreml_fp16", "fp16", "seg", compare(session, tiny_seg, photo, size))
+    _one_package_for_both_sizes("coreml_fp16", "fp16", "seg", tiny_seg, photo, 64, [48, 64], tmp_path / "seg")
     ios16 = get_backend("coreml_fp16", target="iOS16")
     with pytest.raises(NeedsPerSize, match="Unable to map torch_upsample_bilinear to core upsample"):
         ios16.export(make_request(tiny_seg, photo, 64, [48, 64]), tmp_path / "seg16")
@@ -305,13 +299,20 @@ def test_coreml_deeplabv3_converts_once_for_every_size(photo, tmp_path) -> None:
     torch.manual_seed(0)
     model = networks.deeplabv3_mobilenet_v3()
     recalibrate_batchnorm(model, crops(photo, 128, range(2)))
-    backend = get_backend("coreml_fp32")
-    art = backend.export(make_request(model, photo, 128, [128, 160]), tmp_path / "deeplab")
-    assert art.sizes == [128, 160] and art.meta["dynamic_shapes"] is True
+    _one_package_for_both_sizes(
+        "coreml_fp32", "fp32", "deeplab", model, photo, 128, [128, 160], tmp_path / "deeplab"
+    )
+
+
+def _one_package_for_both_sizes(variant, family, label, model, photo, export_size, sizes, out) -> None:
+    """One package exported at ``export_size`` serves both sizes, within the form's parity policy."""
+    backend = get_backend(variant)
+    art = backend.export(make_request(model, photo, export_size, sizes), out)
+    assert art.sizes == sizes and art.meta["dynamic_shapes"] is True
     if can_run(backend):
         session = backend.load(art)
-        for size in (128, 160):
-            check_parity("coreml_fp32", "fp32", "deeplab", compare(session, model, photo, size))
+        for size in sizes:
+            check_parity(variant, family, label, compare(session, model, photo, size))
 
 
 # ---------------------------------------------------------------------------------------------
