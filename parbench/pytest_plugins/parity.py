@@ -243,7 +243,7 @@ def _pool_for(request: pytest.FixtureRequest, harness: Any, policy: Any) -> Any:
     cases = [
         (c.model, c.variant, c.size)
         for item in request.session.items
-        if (c := getattr(getattr(item, "callspec", None), "params", {}).get("parbench_case")) is not None
+        if (c := progress.case_of(item)) is not None
         and "parbench_parity" in getattr(item, "fixturenames", ())
     ]
     reports = Path(config.getoption("parbench_reports"))

@@ -172,7 +172,7 @@ class ProgressPlugin:
     # -- pytest hooks
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.cases = {item.nodeid: case for item in session.items if (case := _case(item)) is not None}
+        self.cases = {item.nodeid: case for item in session.items if (case := case_of(item)) is not None}
         if self.cases:
             self.progress = Progress(len(self.cases), time.monotonic())
             stages.observe(self._on_stage)
@@ -290,7 +290,8 @@ def _label(case: Any) -> str:
     return f"{case.model} {case.variant} {case.size}px"
 
 
-def _case(item: pytest.Item) -> Any:
+def case_of(item: pytest.Item) -> Any:
+    """The item's parity case (its ``parbench_case`` parameter), None for other items and latency runs."""
     callspec = getattr(item, "callspec", None)
     fixtures = getattr(item, "fixturenames", ())
     if callspec is None or "benchmark" in fixtures:  # never draw while latencies are measured

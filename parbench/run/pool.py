@@ -145,6 +145,7 @@ class CasePool:
         on_event: Callable[..., None] | None = None,
     ):
         self.fn, self.jobs, self.workers = fn, list(jobs), workers
+        self._submitted = {case for job in self.jobs for case in job.cases()}
         self.log_path = Path(log_path)
         self.on_event = on_event
         self._ctx = mp.get_context("spawn")
@@ -208,7 +209,7 @@ class CasePool:
     def result(self, case: CaseId) -> Any | None:
         """The case's result once a worker has it; None when the pool will not deliver it (the job
         raised, a worker died, or the case was never submitted): run it in this process then."""
-        if not any(case in job.cases() for job in self.jobs):
+        if case not in self._submitted:
             return None
         with self._cond:
             while case not in self._results and case not in self._finished:
