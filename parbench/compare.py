@@ -58,30 +58,80 @@ POLICY: dict[str, dict[str, float]] = {
 }
 
 
-def generic_metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:
-    a = np.asarray(a, dtype=np.float64).ravel()
-    r = np.asarray(r, dtype=np.float64).ravel()
-    d = a - r
-    err2 = float(d @ d)
-    ref2 = float(r @ r)
-    na, nr = math.sqrt(float(a @ a)), math.sqrt(ref2)
+_BLOCK = 1 << 16  # elements per step of the error pass: its float64 temporaries stay in cache
+
+
+@dataclasses.dataclass
+class _Errors:
+    """Sums over one pass of candidate ``a`` against reference ``r``, in float64."""
+
+    size: int = 0
+    err2: float = 0.0  # sum (a - r)^2
+    ref2: float = 0.0  # sum r^2
+    cand2: float = 0.0  # sum a^2
+    cross: float = 0.0  # sum a * r
+    abs_sum: float = 0.0
+    abs_max: float = 0.0
+    ref_min: float = math.inf
+    ref_max: float = -math.inf
+    worst: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, dtype=np.intp))
+
+
+def _error_pass(a: np.ndarray, r: np.ndarray, n_worst: int = 0) -> _Errors:
+    """Every generic metric's sums, and the ``n_worst`` largest absolute errors (flat indices,
+    largest first, ties by position), in one blockwise pass: outputs run to millions of values,
+    and whole-array float64 copies of them cost more than the arithmetic."""
+    a = np.asarray(a).ravel()
+    r = np.asarray(r).ravel()
+    e = _Errors(size=r.size)
+    idx: list[np.ndarray] = []
+    val: list[np.ndarray] = []
+    for start in range(0, r.size, _BLOCK):
+        ab = a[start : start + _BLOCK].astype(np.float64)
+        rb = r[start : start + _BLOCK].astype(np.float64)
+        d = ab - rb
+        e.err2 += float(d @ d)
+        e.ref2 += float(rb @ rb)
+        e.cand2 += float(ab @ ab)
+        e.cross += float(ab @ rb)
+        e.ref_min = min(e.ref_min, float(rb.min()))
+        e.ref_max = max(e.ref_max, float(rb.max()))
+        err = np.abs(d, out=d)
+        e.abs_sum += float(err.sum())
+        e.abs_max = max(e.abs_max, float(err.max()))
+        if n_worst:  # each block's own worst hold the whole array's worst
+            top = _largest(err, n_worst)
+            idx.append(top + start)
+            val.append(err[top])
+    if idx:
+        cand, vals = np.concatenate(idx), np.concatenate(val)
+        e.worst = cand[np.lexsort((cand, -vals))][:n_worst]
+    return e
+
+
+def _generic(e: _Errors) -> dict[str, float]:
+    na, nr = math.sqrt(e.cand2), math.sqrt(e.ref2)
     if na == 0 and nr == 0:
         cosine = 1.0
     elif na == 0 or nr == 0:
         cosine = 0.0
     else:
-        cosine = float(a @ r) / (na * nr)
-    peak = float(r.max() - r.min()) if r.size else 0.0
+        cosine = e.cross / (na * nr)
+    peak = e.ref_max - e.ref_min if e.size else 0.0
     peak = peak if peak > 0 else 1.0
-    mse = err2 / max(d.size, 1)
+    mse = e.err2 / max(e.size, 1)
     return {
-        "max_abs": float(np.abs(d).max()) if d.size else 0.0,
-        "mean_abs": float(np.abs(d).mean()) if d.size else 0.0,
-        "rel_l2": math.sqrt(err2) / max(nr, 1e-12),
+        "max_abs": e.abs_max,
+        "mean_abs": e.abs_sum / e.size if e.size else 0.0,
+        "rel_l2": math.sqrt(e.err2) / max(nr, 1e-12),
         "cosine": cosine,
-        "snr_db": CAP_DB if err2 == 0 else min(CAP_DB, 10 * math.log10(max(ref2, 1e-300) / err2)),
+        "snr_db": CAP_DB if e.err2 == 0 else min(CAP_DB, 10 * math.log10(max(e.ref2, 1e-300) / e.err2)),
         "psnr_db": CAP_DB if mse == 0 else min(CAP_DB, 20 * math.log10(peak) - 10 * math.log10(mse)),
     }
+
+
+def generic_metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:
+    return _generic(_error_pass(a, r))
 
 
 def classification_metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:
@@ -114,7 +164,10 @@ def detection_metrics(a: np.ndarray, r: np.ndarray) -> dict[str, float]:
 
 
 def output_metrics(a: np.ndarray, r: np.ndarray, task: str) -> dict[str, float]:
-    m = generic_metrics(a, r)
+    return _task_metrics(_generic(_error_pass(a, r)), a, r, task)
+
+
+def _task_metrics(m: dict[str, float], a: np.ndarray, r: np.ndarray, task: str) -> dict[str, float]:
     if task == "classification" and r.ndim == 2 and r.shape[1] > 1:
         m.update(classification_metrics(a, r))
     elif task == "segmentation" and r.ndim == 4 and r.shape[1] > 1:
@@ -220,17 +273,16 @@ def compare(
             bad = int((~np.isfinite(a)).sum())
             outs.append(OutputComparison(name, {}, [], [], f"{bad} of {a.size} candidate values are NaN/inf"))
             continue
-        m = output_metrics(a, r, task)
+        errors = _error_pass(a, r, n_worst)
+        m = _task_metrics(_generic(errors), a, r, task)
         checks = [
             Check(k, m[k], limits[k], m[k] >= limits[k] if k in HIGHER_IS_BETTER else m[k] <= limits[k])
             for k in limits
             if k in m
         ]
-        err = np.abs(a.astype(np.float64) - r.astype(np.float64)).ravel()
-        idx = _largest(err, n_worst)
         worst = [
             (tuple(int(x) for x in np.unravel_index(i, r.shape)), float(r.ravel()[i]), float(a.ravel()[i]))
-            for i in idx
+            for i in errors.worst
         ]
         outs.append(OutputComparison(name, m, checks, worst))
     return Comparison(outs)

@@ -77,3 +77,28 @@ def test_worst_elements_are_the_largest_errors_in_order_ties_by_position():
         values = rng.integers(0, 4, size=int(rng.integers(0, 40))).astype(float)
         for n in (0, 1, 3, 50):
             assert list(_largest(values, n)) == list(np.argsort(-values, kind="stable")[:n])
+
+
+def test_metrics_and_worst_elements_over_many_blocks_match_whole_array_arithmetic():
+    # larger than several of the error pass's blocks, with tied errors across block boundaries
+    rng = np.random.default_rng(3)
+    n = 3 * cmp._BLOCK + 17
+    r = rng.standard_normal((1, n)).astype(np.float32)
+    a = r.copy()
+    ties = rng.choice(n, size=40, replace=False)
+    a[0, ties] += 0.5  # forty equal worst errors, most in different blocks
+    a[0, rng.choice(n, size=1000, replace=False)] += 0.25
+    comp = cmp.compare({"o": a}, {"o": r}, "generic", "fp32", n_worst=5)
+    err = np.abs(a.astype(np.float64) - r.astype(np.float64)).ravel()
+    want = np.argsort(-err, kind="stable")[:5]
+    assert [w[0][1] for w in comp.outputs[0].worst] == list(want)
+    d, r64, a64 = (
+        (a.astype(np.float64) - r).ravel(),
+        r.astype(np.float64).ravel(),
+        a.astype(np.float64).ravel(),
+    )
+    m = comp.outputs[0].metrics
+    assert m["max_abs"] == pytest.approx(np.abs(d).max(), rel=1e-12)
+    assert m["mean_abs"] == pytest.approx(np.abs(d).mean(), rel=1e-12)
+    assert m["rel_l2"] == pytest.approx(np.linalg.norm(d) / np.linalg.norm(r64), rel=1e-12)
+    assert m["cosine"] == pytest.approx(a64 @ r64 / (np.linalg.norm(a64) * np.linalg.norm(r64)), rel=1e-12)
