@@ -20,13 +20,13 @@ What it does:
    order per round) so drift hits every level alike.  All raw samples are saved as JSON.
 3. Evaluation: each comparison simulates two ``--runs auto`` sessions.  A side draws runs one at
    a time WITHOUT replacement from its level's pool (baseline from 0%, candidate from the level;
-   at 0% both from the 0% pool, disjoint) and stops exactly where the real plan stops
-   (:func:`parbench.run.adaptive.open_cases` on the runs' wall medians, the default ``Plan``:
+   at 0% each side from its own random half of the 0% pool, so the sides are disjoint) and
+   stops exactly where the real plan stops (:func:`parbench.run.adaptive.open_cases` on the runs' wall medians, the default ``Plan``:
    3..20 runs, +-1% target; :func:`~parbench.run.adaptive.fits` with ``--budget`` minutes and
    each drawn run's own process time, or ``--pass-seconds`` for a whole nightly pass).  Then the
    nightly's rule decides: :func:`parbench.regress.decide.decide_latency` with the compare
    defaults, on the run statistic of the CPU clock (``--clock cpu``).  ``slower`` is an alarm.
-   The same pools are also judged with a fixed 7 runs per side for contrast.
+   The same draw orders are also judged with a fixed 7 runs per side for contrast.
 
 Comparisons are resampled from a finite pool of fresh-process runs, so they are not independent:
 the table gives, per cell, how many distinct runs the comparisons used.
@@ -245,6 +245,8 @@ def collect(
         data["collect_seconds"] = time.time() - t_start
         raw_path.write_text(json.dumps(data))
         log(f"round {i + 1}/{per_level} done, {time.time() - t_start:.0f} s")
+    if not any(tmp.iterdir()):
+        tmp.rmdir()
     return data
 
 
@@ -292,16 +294,17 @@ def draw_comparison(
     plan: Any,
     fixed: int = FIXED_RUNS,
 ) -> Draw:
-    """Two sessions drawing runs without replacement: the baseline from its pool, the candidate
-    from its own pool, or (``same_pool``, 0% against 0%) from the runs the baseline left."""
-    bo = rng.permutation(len(base_plan))
-    nb, why_b = simulate_session(base_plan[bo], base_secs[bo], plan)
-    co = bo[nb:] if same_pool else rng.permutation(len(cand_plan))
+    """Two sessions drawing runs without replacement, each from its own pool; from one pool
+    (``same_pool``, 0% against 0%) each side from its own random half of it, so they are disjoint."""
+    if same_pool:
+        perm = rng.permutation(len(base_plan))
+        bo, co = perm[: len(perm) // 2], perm[len(perm) // 2 :]
+    else:
+        bo, co = rng.permutation(len(base_plan)), rng.permutation(len(cand_plan))
+    nb, why_b = simulate_session(base_plan[bo], base_secs[bo], plan) if len(bo) else (0, "pool")
     nc, why_c = simulate_session(cand_plan[co], cand_secs[co], plan) if len(co) else (0, "pool")
     fb = fc = None
-    if same_pool and 2 * fixed <= len(bo):
-        fb, fc = bo[:fixed], bo[fixed : 2 * fixed]
-    elif not same_pool and fixed <= min(len(bo), len(co)):
+    if fixed <= min(len(bo), len(co)):
         fb, fc = bo[:fixed], co[:fixed]
     return Draw(bo[:nb], co[:nc], why_b, why_c, fb, fc)
 
@@ -407,7 +410,7 @@ def evaluate(
                 dr = draw_comparison(rng, planned[0.0], secs[0.0], planned[lv], secs[lv], same, plan)
                 for why in (dr.why_base, dr.why_cand):
                     auto.stops[why] = auto.stops.get(why, 0) + 1
-                if len(dr.cand):
+                if len(dr.base) and len(dr.cand):
                     auto.add(decide_latency(stat[0.0][dr.base], stat[lv][dr.cand], **rule), dr.base, dr.cand)
                 if dr.fixed_base is not None:
                     d7 = decide_latency(stat[0.0][dr.fixed_base], stat[lv][dr.fixed_cand], **rule)
@@ -469,8 +472,8 @@ def table(result: dict[str, Any], comparisons: int, quick: bool) -> str:
             f"{res['load_max']:.2f}.",
             "",
             "| level | width | measured increment (CPU; wall) | `--runs auto`: alarms | runs per side "
-            "(base/cand) | unknown | distinct runs | fixed 7 runs: alarms |",
-            "|---|---:|---|---|---|---:|---|---|",
+            "(base/cand) | sessions stopped | unknown | distinct runs | fixed 7 runs: alarms |",
+            "|---|---:|---|---|---|---|---:|---|---|",
         ]
         for r in res["rows"]:
             auto, fixed = r["_cells"]
@@ -480,13 +483,14 @@ def table(result: dict[str, Any], comparisons: int, quick: bool) -> str:
                 if a["mean_runs_baseline"]
                 else "—"
             )
+            stops = ", ".join(f"{k} {v}" for k, v in sorted(a["stops"].items())) or "—"
             inc = (
                 f"{r['increment_cpu']:+.2%}; {r['increment_wall_median']:+.2%}"
                 if r["increment_cpu"] is not None
                 else "—"
             )
             lines.append(
-                f"| {r['level']:.0%} | {r['width']} | {inc} | {auto.rate()} | {runs} | {a['unknown']} | "
+                f"| {r['level']:.0%} | {r['width']} | {inc} | {auto.rate()} | {runs} | {stops} | {a['unknown']} | "
                 f"{a['distinct_runs_baseline']}/{a['distinct_runs_candidate']} of {r['pool']} | {fixed.rate()} |"
             )
         lines.append("")

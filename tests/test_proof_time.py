@@ -69,11 +69,12 @@ def test_session_stops_when_the_next_run_would_pass_the_budget() -> None:
 
 def test_zero_level_sides_are_disjoint_and_other_levels_draw_their_own_pool() -> None:
     rng = np.random.default_rng(0)
-    noisy = 100 + rng.normal(0, 3, size=30)  # loose medians: sessions run long and use up the pool
+    noisy = 100 + rng.normal(0, 10, size=30)  # loose medians: sessions run long and use up the pool
     secs = np.ones(30)
     for _ in range(20):
         d = proof_time.draw_comparison(rng, noisy, secs, noisy, secs, True, BIG)
         assert not set(d.base.tolist()) & set(d.cand.tolist())
+        assert d.why_base == d.why_cand == "pool" and len(d.base) == len(d.cand) == 15  # a half each
         assert len(set(d.base.tolist())) == len(d.base) and len(set(d.cand.tolist())) == len(d.cand)
         assert (len(d.base), d.why_base) == proof_time.simulate_session(noisy[d.base], secs[d.base], BIG)
         assert not set(d.fixed_base.tolist()) & set(d.fixed_cand.tolist())
