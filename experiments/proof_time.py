@@ -2,7 +2,7 @@
 ``--runs auto`` sessions on each side, then ``parbench compare --clock cpu``.
 
 \b
-    python experiments/proof_time.py [--workloads tiny_generator:32] [--runs-per-level 100]
+    python experiments/proof_time.py [--workloads tiny_generator:32] [--runs-per-level 64]
         [--cpu 0] [--budget 45] [--out reports/proof_time] [--quick] [--samples FILE]
 
 What it does:
@@ -72,7 +72,8 @@ def parse_workload(text: str) -> tuple[str, int]:
     model, sep, size = text.partition(":")
     if not sep or not model or not size.isdigit() or int(size) < 8:
         raise click.BadParameter(
-            f"a workload is MODEL:SIZE with SIZE >= 8 pixels, e.g. tiny_generator:32; got {text!r}"
+            f"a workload is MODEL:SIZE with SIZE >= 8 pixels, e.g. tiny_generator:32; got {text!r}",
+            param_hint="--workloads",
         )
     return model, int(size)
 
@@ -189,7 +190,7 @@ def fit_widths(
 def calibrate(
     workload: str, cpu: int | None, cache: str, tmp: Path, repeats: int, log: Any
 ) -> dict[str, Any]:
-    job = {"mode": "calibrate", "workload": workload, "cpu": cpu, "cache": cache, "blocks": 8, "calls": 20}
+    job = {"mode": "calibrate", "workload": workload, "cpu": cpu, "cache": cache, "blocks": 16, "calls": 20}
     pilot = _spawn({**job, "widths": [0, PILOT_WIDTH]}, tmp)["median_cpu_ns"]
     t0, slope = pilot["0"], max(1.0, (pilot[str(PILOT_WIDTH)] - pilot["0"]) / PILOT_WIDTH)
     probes = sorted({max(1, round(share * t0 / slope)) for share in PROBE_SHARES})
@@ -514,7 +515,7 @@ def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
     "--workloads", default=",".join(DEFAULT_WORKLOADS), show_default=True, help="MODEL:SIZE, comma-separated."
 )
 @click.option(
-    "--runs-per-level", type=click.IntRange(2), default=100, show_default=True, help="Pool size per level."
+    "--runs-per-level", type=click.IntRange(2), default=64, show_default=True, help="Pool size per level."
 )
 @click.option(
     "--cpu",
