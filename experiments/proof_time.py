@@ -191,8 +191,12 @@ def calibrate(
     workload: str, cpu: int | None, cache: str, tmp: Path, repeats: int, log: Any
 ) -> dict[str, Any]:
     job = {"mode": "calibrate", "workload": workload, "cpu": cpu, "cache": cache, "blocks": 16, "calls": 20}
-    pilot = _spawn({**job, "widths": [0, PILOT_WIDTH]}, tmp)["median_cpu_ns"]
-    t0, slope = pilot["0"], max(1.0, (pilot[str(PILOT_WIDTH)] - pilot["0"]) / PILOT_WIDTH)
+    # the same extra work per image as PILOT_WIDTH channels at 32 px: wider intermediates at
+    # larger sizes leave the caches and cost more per channel than the levels will
+    side = parse_workload(workload)[1]
+    pw = max(4, round(PILOT_WIDTH * 32 * 32 / (side * side)))
+    pilot = _spawn({**job, "widths": [0, pw]}, tmp)["median_cpu_ns"]
+    t0, slope = pilot["0"], max(1.0, (pilot[str(pw)] - pilot["0"]) / pw)
     probes = sorted({max(1, round(share * t0 / slope)) for share in PROBE_SHARES})
     log(f"{workload}: pilot {t0 / 1e6:.3f} ms CPU a call; probe widths {probes}")
     raw = [_spawn({**job, "widths": [0, *probes]}, tmp)["median_cpu_ns"] for _ in range(repeats)]
@@ -557,7 +561,9 @@ def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
     help="Re-evaluate a saved samples.json instead of timing.",
 )
 @click.option(
-    "--quick", is_flag=True, help="Small pools (12 runs per level, 1 calibration process): a sanity run."
+    "--quick",
+    is_flag=True,
+    help="Small pools (at most 12 runs per level, 2 calibration processes): a sanity run.",
 )
 @click.option("--worker", default=None, hidden=True)
 @click.option("--worker-out", type=click.Path(path_type=Path), default=None, hidden=True)
@@ -605,7 +611,7 @@ def main(
             )
         given = json.loads(widths) if widths else None
         if quick:
-            runs_per_level, calibration_processes = min(runs_per_level, 12), 1
+            runs_per_level, calibration_processes = min(runs_per_level, 12), 2
         log(f"{len(names)} workload(s) x {len(LEVELS)} levels x {runs_per_level} fresh-process runs")
         data = collect(
             names, runs_per_level, pin, cache_dir, out / "samples.json", calibration_processes, given, log
