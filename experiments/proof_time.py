@@ -11,7 +11,7 @@ What it does:
    extra work in front of it, ``x + proj(relu(expand(x)))`` through ``width`` channels
    (``proof_instructions.extra_work_model``; width 0 is the model alone).  The slowdown levels
    (0, +3, +5, +10%) are made only by the width, calibrated on time: fresh processes time widths
-   0 and three probe widths in interleaved blocks, the extra CPU time is fitted as
+   0 and five probe widths in interleaved blocks, the extra CPU time is fitted as
    ``a + b * width``, and each level gets the width that adds its share of the model's time.
 2. Collection: every run is a fresh process timed like one ``pytest bench/`` run
    (:func:`parbench.run.timing.time_session` with the bench defaults: 0.2 s warm-up, then
@@ -60,7 +60,7 @@ from proof_instructions import seeded_extra_work, wilson  # noqa: E402
 LEVELS = (0.0, 0.03, 0.05, 0.10)
 DEFAULT_WORKLOADS = ("tiny_generator:32",)  # the 2 ms class here; tiny_generator:128 is ~15 ms
 PILOT_WIDTH = 256
-PROBE_SHARES = (0.04, 0.08, 0.14)  # extra time the calibration's probe widths aim at
+PROBE_SHARES = (0.02, 0.05, 0.1, 0.15, 0.25)  # extra time the calibration probes aim at
 FIXED_RUNS = 7
 
 
@@ -544,7 +544,13 @@ def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
 @click.option(
     "--comparisons", type=click.IntRange(1), default=500, show_default=True, help="Comparisons per cell."
 )
-@click.option("--calibration-processes", type=click.IntRange(1), default=3, show_default=True)
+@click.option(
+    "--calibration-processes",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Fresh processes timing the probe widths for the width fit.",
+)
 @click.option("--widths", default=None, help='JSON {"MODEL:SIZE": {"0.03": W, ...}} instead of calibrating.')
 @click.option("--cache", "cache_dir", default=".parbench-cache", show_default=True)
 @click.option(
