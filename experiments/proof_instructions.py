@@ -77,6 +77,20 @@ def extra_work_model(base: Any, width: int, channels: int = 3) -> Any:
     return ExtraWork()
 
 
+def seeded_extra_work(base: Any, width: int) -> Any:
+    """:func:`extra_work_model` with seeded weights and a small residual (``proj`` scaled by 0.01,
+    no bias), so the output stays close to the model's own."""
+    import torch
+
+    torch.manual_seed(width)
+    wrapped = extra_work_model(base, width)
+    if width:
+        with torch.no_grad():
+            wrapped.proj.weight.mul_(0.01)
+            wrapped.proj.bias.zero_()
+    return wrapped
+
+
 def __getattr__(name: str) -> Callable[[], Any]:
     """Factories ``extra__<model>__w<width>`` for the TOML config (weights come from its file)."""
     m = _FACTORY.fullmatch(name)
@@ -113,13 +127,7 @@ def write_variants(models: Sequence[str], widths: dict[str, set[int]], out: Path
             name = variant_name(model, width)
             weights = out / "weights" / f"{name}.pt"
             if not weights.exists():
-                torch.manual_seed(width)
-                wrapped = extra_work_model(base, width)
-                if width:
-                    with torch.no_grad():  # small residual: the output stays close to the model's
-                        wrapped.proj.weight.mul_(0.01)
-                        wrapped.proj.bias.zero_()
-                torch.save(wrapped.state_dict(), weights)
+                torch.save(seeded_extra_work(base, width).state_dict(), weights)
             lines += [
                 f"[models.{name}]",
                 f'factory = "proof_instructions:extra__{model}__w{width}"',
