@@ -56,6 +56,8 @@ class ExportRequest:
     calibration: Sequence[tuple[torch.Tensor, ...]] = ()  # fixture images, for int8 forms
     output_names: Sequence[str] = ()
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # where the forms that lower from one torch.export program share it (None: each exports its own)
+    programs: Path | None = None
 
 
 @dataclasses.dataclass

@@ -38,10 +38,10 @@ from parbench.backends.export_support import (
     as_float32,
     existing_path,
     export_with_size_fallback,
+    flat_program,
     input_names,
     output_names,
     sized_dims,
-    torch_dynamic_shapes,
 )
 from parbench.errors import BackendUnavailable, ConfigError, ExportError, SessionError
 from parbench.zoo.outputs import TorchOutputFlattening
@@ -300,12 +300,8 @@ class CoreMLBase:
         model = TorchOutputFlattening(req.module).eval()
         example = tuple(req.example_inputs)
         with quiet(), torch.no_grad(), resize_to_runtime_size():
-            if frontend == "torch.export":
-                shapes = torch_dynamic_shapes(req) if dynamic else None
-                with stage("torch.export"):
-                    source: Any = torch.export.export(
-                        model, example, dynamic_shapes=shapes
-                    ).run_decompositions({})
+            if frontend == "torch.export":  # the program the ExecuTorch forms lower, when shared
+                source: Any = flat_program(req, dynamic, {}).run_decompositions({})
             else:
                 with stage("trace"):
                     source = torch.jit.trace(model, example, check_trace=False)

@@ -9,6 +9,7 @@ same C++ runtime an iOS app links.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from parbench._util.console import error_text, quiet
+from parbench._util.hashing import stable_json
 from parbench._util.stages import stage
 from parbench._util.versions import version_of
 from parbench.backends.base import Artifact, Availability, ExportRequest, Family
@@ -34,14 +36,15 @@ from parbench.backends.export_support import (
     existing_path,
     export_with_size_fallback,
     exported_artifact,
+    flat_program,
     input_names,
     is_dynamic_shape_error,
     output_names,
+    shared_program,
     size_oblivious,
     torch_dynamic_shapes,
 )
 from parbench.errors import ExportError, SessionError
-from parbench.zoo.outputs import TorchOutputFlattening
 
 
 def _delegation(graph_module: torch.fx.GraphModule) -> dict[str, Any]:
@@ -147,28 +150,32 @@ class _ExecuTorchBase:
     # -- export -----------------------------------------------------------------------------
     def exported_program(self, req: ExportRequest, dynamic: bool, meta: dict | None = None) -> Any:
         """The ``torch.export`` program (PT2E-quantized for int8) that :meth:`export` lowers to
-        XNNPACK, for tools that work on the program before lowering (``parbench.diagnose``)."""
+        XNNPACK, for tools that work on the program before lowering (``parbench.diagnose``).
+
+        Both programs are shared through ``req.programs``: the fp32 one with the other forms that
+        lower from the same export, the quantized one with the localisation of an int8 failure."""
         meta = {} if meta is None else meta
         meta.pop("size_oblivious", None)
-        try:
-            return self._exported_program(req, dynamic, meta)
-        except Exception as exc:
-            if not (dynamic and is_dynamic_shape_error(exc)):
-                raise
-        with size_oblivious():  # a size derived from H/W is 1 at some sizes only
-            ep = self._exported_program(req, dynamic, meta)
-        meta["size_oblivious"] = True
-        return ep
+        if not self.quantize:
+            return flat_program(req, dynamic, meta)
+        options = stable_json({k: v for k, v in self.options().items() if k != "partitioner"})
+        shape = "dynamic" if dynamic else f"static{req.export_size}"
+        name = f"xnnpack-int8-{shape}-{hashlib.sha256(options.encode()).hexdigest()[:12]}"
+        return shared_program(req, name, lambda notes: self._quantized(req, dynamic, notes), meta)
 
-    def _exported_program(self, req: ExportRequest, dynamic: bool, meta: dict) -> Any:
+    def _quantized(self, req: ExportRequest, dynamic: bool, notes: dict) -> Any:
+        ep = flat_program(req, dynamic, notes)
         shapes = torch_dynamic_shapes(req) if dynamic else None
-        model = TorchOutputFlattening(req.module).eval()
-        with quiet():
-            with stage("torch.export"):
-                ep = torch.export.export(model, tuple(req.example_inputs), dynamic_shapes=shapes)
-            if self.quantize:
-                ep = self._quantize(req, ep, shapes, dynamic, meta)
-        return ep
+        if not notes.get("size_oblivious"):
+            try:
+                with quiet():
+                    return self._quantize(req, ep, shapes, dynamic, notes)
+            except Exception as exc:  # the quantized graph's re-export may pin a size the float one did not
+                if not (dynamic and is_dynamic_shape_error(exc)):
+                    raise
+            notes["size_oblivious"] = True
+        with quiet(), size_oblivious():
+            return self._quantize(req, ep, shapes, dynamic, notes)
 
     def _program(self, req: ExportRequest, dynamic: bool, meta: dict) -> bytes:
         ep = self.exported_program(req, dynamic, meta)

@@ -1,12 +1,15 @@
 """Helpers the forms share: input and output names, the dynamic-size description for
-``torch.export``, the size probe and the per-size fallback, calibration inputs for the int8 forms,
-and the check that an artifact is still on disk before it is loaded.  Each form stays one module;
+``torch.export``, the ``torch.export`` programs shared between forms, the size probe and the
+per-size fallback, calibration inputs for the int8 forms, and the check that an artifact is still
+on disk before it is loaded.  Each form stays one module;
 what they have in common lives here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from parbench._util.console import error_text, quiet
+from parbench._util.locks import file_lock
 from parbench._util.stages import stage
 from parbench.backends.base import Artifact, ExportRequest
 from parbench.errors import BackendUnavailable, ConfigError, ExportError, NeedsPerSize, SessionError
-from parbench.zoo.outputs import flatten_outputs
+from parbench.zoo.outputs import TorchOutputFlattening, flatten_outputs
 
 T = TypeVar("T")
 
@@ -125,6 +129,73 @@ def _kept_size_range(program: Any) -> contextlib.AbstractContextManager[Any]:
             if isinstance(dim, torch.SymInt):
                 return dim.node.shape_env.suppress_guards()
     return contextlib.nullcontext()
+
+
+def shared_program(req: ExportRequest, name: str, make: Callable[[dict[str, Any]], Any], meta: dict) -> Any:
+    """The ``torch.export`` program ``name`` of this request's model, made once and shared by the
+    forms that lower from it ("export once, lower many").
+
+    The first form to ask calls ``make(notes)`` and saves the program (``torch.export.save``) with
+    its notes (e.g. that it needed size-oblivious export) under ``req.programs``; the others, in
+    this process or another, load it.  ``name`` must say everything the program depends on beyond
+    the model and its example inputs (the folder's key).  The notes are merged into ``meta``.
+    Without ``req.programs``, or for a program ``torch.export.save`` cannot write, each form
+    exports its own."""
+    if req.programs is None:
+        return make(meta)
+    path = Path(req.programs) / f"{name}.pt2"
+    notes_path = path.with_suffix(".json")
+    with file_lock(path.with_suffix(".lock")):
+        if path.exists() and notes_path.exists():
+            try:
+                with stage("program load"):
+                    ep = torch.export.load(path)
+                meta.update(json.loads(notes_path.read_text()))
+                meta["program"] = f"shared: {name}"
+                return ep
+            except Exception:  # torn or written by another torch: made again below
+                path.unlink(missing_ok=True)
+        notes: dict[str, Any] = {}
+        ep = make(notes)
+        meta.update(notes)
+        try:
+            with stage("save"):
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.pt2")
+                torch.export.save(ep, tmp)
+                tmp.replace(path)
+                notes_path.write_text(json.dumps(notes))
+            meta["program"] = f"made and shared: {name}"
+        except Exception as exc:
+            meta.setdefault("notes", []).append(f"program {name} not shared: {error_text(exc, 1)}")
+        return ep
+
+
+def flat_program(req: ExportRequest, dynamic: bool, meta: dict) -> Any:
+    """``torch.export`` of the model with flat tuple outputs (``TorchOutputFlattening``), dynamic
+    height and width when ``dynamic``, shared by the forms that lower from it.  Retried with
+    size-oblivious reasoning when a size derived from height or width is 1 at some sizes only
+    (``meta["size_oblivious"]`` then says so: lower it inside :func:`size_oblivious`)."""
+    shape = "dynamic" if dynamic else f"static{req.export_size}"
+    return shared_program(req, f"flat-{shape}", lambda notes: _flat_export(req, dynamic, notes), meta)
+
+
+def _flat_export(req: ExportRequest, dynamic: bool, notes: dict) -> Any:
+    shapes = torch_dynamic_shapes(req) if dynamic else None
+    model = TorchOutputFlattening(req.module).eval()
+
+    def export() -> Any:  # the same grad mode whichever form asks first: the same program
+        with quiet(), stage("torch.export"), torch.enable_grad():
+            return torch.export.export(model, tuple(req.example_inputs), dynamic_shapes=shapes)
+
+    try:
+        return export()
+    except Exception as exc:
+        if not (dynamic and is_dynamic_shape_error(exc)):
+            raise
+    with size_oblivious():
+        ep = export()
+    notes["size_oblivious"] = True
+    return ep
 
 
 def inputs_at(req: ExportRequest, size: int) -> tuple[torch.Tensor, ...]:

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from parbench import zoo
 from parbench.backends import get_backend
 from parbench.backends.base import Artifact, Backend, ExportRequest
 from parbench.diagnose.intermediates import (
@@ -153,19 +152,7 @@ def request_for(h: Harness, model: str, variant: str, artifact: Artifact) -> Exp
     spec = h.spec(model)
     per_size = artifact.sizes is not None and artifact.meta.get("shape_mode") == "per_size"
     export_size = artifact.sizes[0] if per_size and artifact.sizes else spec.example_size
-    example = tuple(torch.from_numpy(v) for v in zoo.example_inputs(spec, export_size).values())
-    return ExportRequest(
-        module=h.module(model),
-        spec=spec,
-        example_inputs=example,
-        export_size=export_size,
-        sizes=[export_size] if per_size else list(spec.sizes),
-        per_size=per_size,
-        calibration=zoo.calibration_inputs(spec, export_size)
-        if h.backend(model, variant).family == "int8"
-        else (),
-        output_names=h.output_names(model),
-    )
+    return h.export_request(model, variant, export_size, per_size)
 
 
 def localise_model(

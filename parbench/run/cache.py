@@ -15,20 +15,19 @@ rebuilt, never guessed at.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from parbench._util.hashing import path_bytes, sha256_path, stable_json
+from parbench._util.locks import file_lock
 from parbench._util.stages import collect
 from parbench.backends.base import Artifact
 from parbench.errors import ExportError, NeedsPerSize
@@ -44,17 +43,6 @@ class CacheOutcome:
 
 def cache_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(stable_json(parts).encode()).hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class ArtifactCache:
@@ -81,7 +69,7 @@ class ArtifactCache:
         """
         key = cache_key(key_parts)
         final = self.entry_dir(model, variant, tag, key)
-        with _locked(final.with_name(final.name + ".lock")):
+        with file_lock(final.with_name(final.name + ".lock")):
             found, why = self._read(final, variant)
             if found is not None:
                 return CacheOutcome(found, "hit")

@@ -8,7 +8,6 @@ Backend.load -> Session.run -> outputs.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,13 +17,14 @@ import numpy as np
 import torch
 
 from parbench import zoo
+from parbench._util.locks import file_lock
 from parbench._util.stages import stage
 from parbench.backends import VARIANTS, get_backend
 from parbench.backends.base import Artifact, Backend, ExportRequest, Session
 from parbench.errors import ConfigError, FixtureError, NeedsPerSize
 from parbench.fixtures import Case, FixtureSet
 from parbench.fixtures.build import build as build_fixtures
-from parbench.run.cache import ArtifactCache, CacheOutcome
+from parbench.run.cache import ArtifactCache, CacheOutcome, cache_key
 
 CASES_PER_SIZE = 2
 SESSIONS_KEPT = 3
@@ -95,9 +95,7 @@ class Harness:
         sizes = "_".join(map(str, spec.sizes))
         key = hashlib.sha256(f"{spec.spec_hash}:{digest}".encode()).hexdigest()[:16]
         root = self.cache_dir / "fixtures" / f"{name}-{key}-{sizes}-c{CASES_PER_SIZE}"
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with open(str(root) + ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(Path(str(root) + ".lock")):
             try:
                 fs = FixtureSet.open(root)
                 fs.verify(name)  # every tensor now, not mid-run
@@ -143,24 +141,42 @@ class Harness:
             return f"{variant} cannot export here: {avail.reason}"
         return None
 
+    def export_request(self, name: str, variant: str, export_size: int, per_size: bool) -> ExportRequest:
+        """What a form is asked to convert: the model with example inputs at ``export_size``, for
+        that size only or for all of the model's sizes; calibration images for the int8 forms; the
+        folder where forms share ``torch.export`` programs of this model and example."""
+        spec, backend = self.spec(name), self.backend(name, variant)
+        example = tuple(torch.from_numpy(v) for v in zoo.example_inputs(spec, export_size).values())
+        sizes = [export_size] if per_size else list(spec.sizes)
+        key = cache_key(
+            {
+                "spec": spec.identity(),
+                "model": self.model_digest(name),
+                "inputs": [i.concrete(0) for i in spec.inputs],
+                "example_size": export_size,
+                "sizes": sizes,
+                "torch": torch.__version__,
+            }
+        )
+        return ExportRequest(
+            module=self.module(name),
+            spec=spec,
+            example_inputs=example,
+            export_size=export_size,
+            sizes=sizes,
+            per_size=per_size,
+            calibration=zoo.calibration_inputs(spec, export_size) if backend.family == "int8" else (),
+            output_names=self.output_names(name),
+            programs=self.cache.root / "programs" / name / key[:16],
+        )
+
     def _export_fn(
         self, name: str, variant: str, export_size: int, per_size: bool
     ) -> Callable[[Path], Artifact]:
-        spec, backend = self.spec(name), self.backend(name, variant)
-        module, names = self.module(name), self.output_names(name)
+        backend = self.backend(name, variant)
 
         def export(out: Path) -> Artifact:
-            example = tuple(torch.from_numpy(v) for v in zoo.example_inputs(spec, export_size).values())
-            req = ExportRequest(
-                module=module,
-                spec=spec,
-                example_inputs=example,
-                export_size=export_size,
-                sizes=[export_size] if per_size else list(spec.sizes),
-                per_size=per_size,
-                calibration=zoo.calibration_inputs(spec, export_size) if backend.family == "int8" else (),
-                output_names=names,
-            )
+            req = self.export_request(name, variant, export_size, per_size)
             self.log(f"exporting {name} -> {variant}" + (f" at {export_size}px" if per_size else ""))
             art = backend.export(req, out)
             art.meta.setdefault("shape_mode", "per_size" if per_size else "any")
