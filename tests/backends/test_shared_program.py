@@ -111,3 +111,22 @@ def test_a_second_export_of_the_same_form_loads_its_program(form, photo, tmp_pat
     second = get_backend(form).export(req, tmp_path / "b")
     assert second.meta["program"].startswith("shared")
     assert first.path.read_bytes() == second.path.read_bytes()
+
+
+def test_core_mls_torch_export_frontend_converts_the_program_the_executorch_forms_made(
+    photo, tmp_path, monkeypatch
+):
+    from support.forms import compare
+
+    torch.manual_seed(0)
+    model = _Net().eval()
+    req = dataclasses.replace(make_request(model, photo, 32, [32, 48]), programs=tmp_path / "programs")
+    get_backend("executorch_fp32").export(req, tmp_path / "et")
+    monkeypatch.setattr(export_support, "_flat_export", lambda *a, **k: pytest.fail("exported again"))
+    backend = get_backend("coreml_fp32", frontend="torch.export")
+    art = backend.export(req, tmp_path / "ml")
+    assert art.meta["frontend"] == "torch.export", art.meta["notes"]  # not the trace fallback
+    session = backend.load(art)
+    for size in (32, 48):
+        (m,) = compare(session, model, photo, size).values()
+        assert m["rel_l2"] < 1e-5, (size, m)
