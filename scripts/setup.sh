@@ -24,17 +24,20 @@ done
 
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+# --no-compile, then compileall on every core below: pip compiles the packages' bytecode on one core
 if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet --no-compile -e '.[dev]'
 else
-  .venv/bin/python -m pip install --quiet -e .
+  .venv/bin/python -m pip install --quiet --no-compile -e .
 fi
 
 # Core AI: pinned in the `coreai` extra; its runtime (coreai-core) has wheels for Linux x86_64 with
 # glibc 2.34+ and macOS arm64 only.  Where pip finds none, setup carries on and the coreai_* forms skip.
-if ! .venv/bin/python -m pip install --quiet -e '.[coreai]' 2>.venv/coreai-install.log; then
+if ! .venv/bin/python -m pip install --quiet --no-compile -e '.[coreai]' 2>.venv/coreai-install.log; then
   echo "setup.sh: the Core AI packages did not install here ($(grep -m1 -E 'ERROR|error' .venv/coreai-install.log || echo 'see .venv/coreai-install.log'))" >&2
 fi
+.venv/bin/python -m compileall -qq -j 0 .venv/lib/python3.11/site-packages >/dev/null 2>&1 || true
+
 if .venv/bin/python -c 'import coreai_torch, coreai.runtime, coreai_opt' 2>/dev/null; then
   echo "setup.sh: Core AI forms ready ($(.venv/bin/python -c 'import importlib.metadata as m; print("coreai-core", m.version("coreai-core"))'))"
 else
