@@ -90,10 +90,11 @@ def _error_pass(a: np.ndarray, r: np.ndarray, n_worst: int = 0) -> _Errors:
         ab = a[start : start + _BLOCK].astype(np.float64)
         rb = r[start : start + _BLOCK].astype(np.float64)
         d = ab - rb
-        e.err2 += float(d @ d)
-        e.ref2 += float(rb @ rb)
-        e.cand2 += float(ab @ ab)
-        e.cross += float(ab @ rb)
+        # einsum, not BLAS: OpenBLAS runs a dot this long on a second thread that spins afterwards
+        e.err2 += float(np.einsum("i,i->", d, d))
+        e.ref2 += float(np.einsum("i,i->", rb, rb))
+        e.cand2 += float(np.einsum("i,i->", ab, ab))
+        e.cross += float(np.einsum("i,i->", ab, rb))
         e.ref_min = min(e.ref_min, float(rb.min()))
         e.ref_max = max(e.ref_max, float(rb.max()))
         err = np.abs(d, out=d)
