@@ -176,6 +176,22 @@ def run_worker(job: dict[str, Any], out: Path, quick: bool, priority: bool, cpu:
     out.write_text(json.dumps(result))
 
 
+def run_worker_process(cmd: list[str], out: Path) -> dict[str, Any]:
+    """Run a timing worker in a fresh interpreter (one OpenMP/MKL thread) and return the JSON it
+    wrote to ``out``, with the process's wall seconds as ``process_seconds``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise click.ClickException(
+            f"a timed worker process failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+        )
+    data = json.loads(out.read_text())
+    data["process_seconds"] = time.perf_counter() - t0
+    out.unlink()
+    return data
+
+
 def _spawn(
     job: dict[str, Any], quick: bool, tmp: Path, priority: bool = False, cpu: int | None = None
 ) -> dict[str, Any]:
@@ -196,17 +212,7 @@ def _spawn(
         cmd.append("--priority")
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise click.ClickException(
-            f"a timed worker process failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
-        )
-    data = json.loads(out.read_text())
-    data["process_seconds"] = time.perf_counter() - t0
-    out.unlink()
-    return data
+    return run_worker_process(cmd, out)
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -56,6 +55,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 from proof_instructions import seeded_extra_work, wilson  # noqa: E402
+from proof_regression import run_worker_process  # noqa: E402
 
 LEVELS = (0.0, 0.03, 0.05, 0.10)
 DEFAULT_WORKLOADS = ("tiny_generator:32",)  # the 2 ms class here; tiny_generator:128 is ~15 ms
@@ -148,17 +148,7 @@ def _spawn(job: dict[str, Any], tmp: Path) -> dict[str, Any]:
         "--worker-out",
         str(out),
     ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        raise click.ClickException(
-            f"a timed worker process failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
-        )
-    data = json.loads(out.read_text())
-    out.unlink()
-    data["process_seconds"] = time.perf_counter() - t0
-    return data
+    return run_worker_process(cmd, out)
 
 
 # ---------------------------------------------------------------------------------------------
