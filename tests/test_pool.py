@@ -48,6 +48,35 @@ def test_every_case_comes_back_from_a_worker_process(tmp_path):
     assert pool.result(("m", "never submitted", 1)) is None
 
 
+class _SlowSecondHarness:
+    """The first worker to start builds its harness at once, later ones take ``seconds``."""
+
+    def __init__(self, marker, seconds):
+        self.marker, self.seconds = marker, seconds
+
+    def __call__(self):
+        try:
+            with open(self.marker, "x"):
+                pass
+        except FileExistsError:
+            time.sleep(self.seconds)
+        return _harness()
+
+
+def test_close_ends_a_worker_that_is_still_starting(tmp_path):
+    import multiprocessing as mp
+
+    jobs = case_pool.jobs_for([("m", "a", 1), ("m", "b", 1), ("m", "c", 1)])
+    pool = CasePool(_case, jobs, 2, _SlowSecondHarness(tmp_path / "first", 30), tmp_path / "workers.log")
+    pool.start()
+    try:
+        assert all(pool.result(case) is not None for job in jobs for case in job.cases())
+    finally:
+        pool.close()
+    # the second worker was still building its harness (no hello yet): close() must end it too
+    assert not [p for p in mp.active_children() if p.is_alive()]
+
+
 def test_a_case_that_raises_is_handed_back_with_its_traceback(tmp_path):
     jobs = [Job("m", "raises", (1, 2, 3))]
     pool, _ = _pool(tmp_path, jobs)

@@ -230,10 +230,15 @@ class CasePool:
             self._reader.join(timeout=10)
             self._reader = None
         if self._executor is not None:
+            # the executor's own process list too: a worker still starting up has not said hello,
+            # and one left alive keeps this interpreter from exiting
+            procs = list((getattr(self._executor, "_processes", None) or {}).values())
             self._executor.shutdown(wait=False, cancel_futures=True)
-            for pid in self._pids:
+            for pid in self._pids | {p.pid for p in procs if p.pid}:
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+            for proc in procs:
+                proc.join(timeout=10)
             self._executor = None
