@@ -38,10 +38,10 @@ from parbench.backends.export_support import (
     exported_artifact,
     flat_program,
     input_names,
-    is_dynamic_shape_error,
     output_names,
     shared_program,
     size_oblivious,
+    size_oblivious_retry,
     torch_dynamic_shapes,
 )
 from parbench.errors import ExportError, SessionError
@@ -166,16 +166,10 @@ class _ExecuTorchBase:
     def _quantized(self, req: ExportRequest, dynamic: bool, notes: dict) -> Any:
         ep = flat_program(req, dynamic, notes)
         shapes = torch_dynamic_shapes(req) if dynamic else None
-        if not notes.get("size_oblivious"):
-            try:
-                with quiet():
-                    return self._quantize(req, ep, shapes, dynamic, notes)
-            except Exception as exc:  # the quantized graph's re-export may pin a size the float one did not
-                if not (dynamic and is_dynamic_shape_error(exc)):
-                    raise
-            notes["size_oblivious"] = True
-        with quiet(), size_oblivious():
-            return self._quantize(req, ep, shapes, dynamic, notes)
+        with quiet():  # the quantized graph's re-export may pin a size the float one did not
+            return size_oblivious_retry(
+                dynamic, lambda: self._quantize(req, ep, shapes, dynamic, notes), notes
+            )
 
     def _program(self, req: ExportRequest, dynamic: bool, meta: dict) -> bytes:
         ep = self.exported_program(req, dynamic, meta)

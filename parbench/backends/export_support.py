@@ -187,15 +187,22 @@ def _flat_export(req: ExportRequest, dynamic: bool, notes: dict) -> Any:
         with quiet(), stage("torch.export"), torch.enable_grad():
             return torch.export.export(model, tuple(req.example_inputs), dynamic_shapes=shapes)
 
-    try:
-        return export()
-    except Exception as exc:
-        if not (dynamic and is_dynamic_shape_error(exc)):
-            raise
+    return size_oblivious_retry(dynamic, export, notes)
+
+
+def size_oblivious_retry(dynamic: bool, attempt: Callable[[], T], notes: dict) -> T:
+    """``attempt()``, and again inside :func:`size_oblivious` when ``torch.export`` pinned a size
+    dim (a size derived from height or width is 1 at some sizes only); ``notes["size_oblivious"]``
+    then says so.  When the notes already say so, one attempt, inside it."""
+    if not notes.get("size_oblivious"):
+        try:
+            return attempt()
+        except Exception as exc:
+            if not (dynamic and is_dynamic_shape_error(exc)):
+                raise
+        notes["size_oblivious"] = True
     with size_oblivious():
-        ep = export()
-    notes["size_oblivious"] = True
-    return ep
+        return attempt()
 
 
 def inputs_at(req: ExportRequest, size: int) -> tuple[torch.Tensor, ...]:
