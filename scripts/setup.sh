@@ -24,25 +24,35 @@ done
 
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-# --no-compile, then compileall on every core below: pip compiles the packages' bytecode on one core
-if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install --quiet --no-compile -e '.[dev]'
-else
-  .venv/bin/python -m pip install --quiet --no-compile -e .
+extras=coreai without=.
+[ "$dev" = 1 ] && extras="coreai,dev" without=".[dev]"
+# One resolution for everything.  Core AI (the `coreai` extra): its runtime (coreai-core) has wheels
+# for Linux x86_64 with glibc 2.34+ and macOS arm64 only; where pip finds none, setup installs the
+# rest and carries on, and the coreai_* forms skip.
+# --no-compile, then compileall on every core below: pip compiles the packages' bytecode on one core.
+if ! .venv/bin/python -m pip install --quiet --no-compile -e ".[$extras]" 2>.venv/install.log; then
+  echo "setup.sh: the Core AI packages did not install here ($(grep -m1 -E 'ERROR|error' .venv/install.log || echo 'see .venv/install.log')); installing without them" >&2
+  .venv/bin/python -m pip install --quiet --no-compile -e "$without"
 fi
+# the packages' own test suites are never imported by a run
+.venv/bin/python -m compileall -qq -j 0 -x '/(tests?|testing/_internal)/' .venv/lib/python3.11/site-packages >/dev/null 2>&1 || true
 
-# Core AI: pinned in the `coreai` extra; its runtime (coreai-core) has wheels for Linux x86_64 with
-# glibc 2.34+ and macOS arm64 only.  Where pip finds none, setup carries on and the coreai_* forms skip.
-if ! .venv/bin/python -m pip install --quiet --no-compile -e '.[coreai]' 2>.venv/coreai-install.log; then
-  echo "setup.sh: the Core AI packages did not install here ($(grep -m1 -E 'ERROR|error' .venv/coreai-install.log || echo 'see .venv/coreai-install.log'))" >&2
-fi
-.venv/bin/python -m compileall -qq -j 0 .venv/lib/python3.11/site-packages >/dev/null 2>&1 || true
+# what is installed, read from the package metadata (importing torch here would cost seconds)
+.venv/bin/python - <<'PY'
+import importlib.metadata as md
+import importlib.util as iu
 
-if .venv/bin/python -c 'import coreai_torch, coreai.runtime, coreai_opt' 2>/dev/null; then
-  echo "setup.sh: Core AI forms ready ($(.venv/bin/python -c 'import importlib.metadata as m; print("coreai-core", m.version("coreai-core"))'))"
-else
-  echo "setup.sh: no Core AI on this machine: the coreai_fp32/coreai_fp16 forms skip and say why (parbench doctor)"
-fi
+def version(name: str) -> str | None:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return None
+
+if version("coreai-core") and all(iu.find_spec(m) for m in ("coreai_torch", "coreai_opt")):
+    print(f"setup.sh: Core AI forms ready (coreai-core {version('coreai-core')})")
+else:
+    print("setup.sh: no Core AI on this machine: the coreai_fp32/coreai_fp16 forms skip and say why (parbench doctor)")
+PY
 
 if [ "$dev" = 1 ]; then
   pkgs="cmake ninja-build g++ nlohmann-json3-dev libcurl4-openssl-dev libssl-dev chromium"
@@ -60,4 +70,4 @@ if [ "$dev" = 1 ]; then
     fi
   fi
 fi
-echo "parbench is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+echo "parbench is set up in .venv (torch $(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("torch"))'))"

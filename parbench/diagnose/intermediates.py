@@ -332,18 +332,22 @@ def run_executorch(
     artifact: Artifact | None = None,
     max_taps: int | None = None,
 ) -> FormRun:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.devtools.intermediate_output_tap import (
         FULL_TENSOR,
         strip_taps_,
         tap_intermediate_outputs_,
     )
-    from executorch.exir import to_edge_transform_and_lower
+
+    from parbench.backends.executorch import lower_to_xnnpack
 
     t0 = time.perf_counter()
     meta: dict[str, Any] = {}
-    # the program export() lowers, rebuilt: torch.export (+ PT2E quantization), before XNNPACK
-    ep = backend.exported_program(req, wants_dynamic(req), meta)
+    # The program export() lowers, rebuilt: torch.export (+ PT2E quantization, calibrated on the
+    # same images), before XNNPACK.  Inputs at the example size get the static program: lowering
+    # one with symbolic height and width costs about twice as much, for the same values.
+    at_example = [tuple(v.shape) for v in inputs.values()] == [tuple(t.shape) for t in req.example_inputs]
+    dynamic = wants_dynamic(req) and not at_example
+    ep = backend.exported_program(req, dynamic, meta)
     nodes, returned, names = fx_nodes(ep.graph, WRAPPER)
     lmap = resolve(eager, nodes, returned, source="nn_module_stack of the exported program's nodes")
     by_name = {n.name: n for n in ep.graph.nodes}
@@ -387,7 +391,7 @@ def run_executorch(
         ep_t, specs = tap_intermediate_outputs_(
             ep, rules=[(lambda n: n.name in wanted, FULL_TENSOR)], error_on_empty=False
         )
-        edge = to_edge_transform_and_lower(ep_t, partitioner=[XnnpackPartitioner()])
+        edge = lower_to_xnnpack(ep_t)
         strip_taps_(edge)
         program = edge.to_executorch()
     index = {s.node_name: s.output_index for s in specs}
@@ -419,7 +423,9 @@ def run_executorch(
         graph_id="graph",
         tool=(
             "ExecuTorch intermediate-output taps added before XNNPACK lowering (program rebuilt from the "
-            "export request), run by the ExecuTorch runtime"
+            "export request"
+            + ("" if dynamic or not wants_dynamic(req) else f", static at the example size {req.export_size} px")
+            + "), run by the ExecuTorch runtime"
             + ("; int8 values read at their quantize nodes" if qparams else "")
         ),
         notes=notes,
