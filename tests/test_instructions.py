@@ -159,6 +159,40 @@ def test_child_refuses_to_run_outside_the_parent() -> None:
     assert out.returncode == 2 and "runs under valgrind" in out.stderr
 
 
+def test_address_dependent_forms_get_a_valgrind_process_of_their_own(tmp_path, monkeypatch) -> None:
+    """QNNPACK's count depends on where earlier cases left the heap: quantized_int8 cases are
+    counted in a process of their own, after the others; a restart stays within its group."""
+    calls: list[tuple[int, list[str]]] = []
+    died_once: set[str] = set()
+
+    def fake_child(cases, harness, settings, version, work, attempt, log):
+        calls.append((attempt, [c.id for c in cases]))
+        first = cases[0]
+        if first.variant == "quantized_int8" and not died_once:  # the first such process dies
+            died_once.add(first.id)
+            return [], (first, "Segmentation fault")
+        return [ins._record(c, "counted", per_call=1.0, total=1, calls=1) for c in cases], None
+
+    monkeypatch.setattr(ins, "valgrind_version", lambda valgrind="valgrind": "valgrind-3.19.0")
+    monkeypatch.setattr(ins, "_run_child", fake_child)
+    cases = [
+        ("tiny_classifier", "eager", 224),
+        ("tiny_classifier", "quantized_int8", 224),
+        ("tiny_classifier", "onnx", 224),
+        ("tiny_generator", "quantized_int8", 256),
+        ("tiny_generator", "lite", 256),
+    ]
+    recs = ins.count_instructions(cases, workdir=tmp_path, prepare_first=False)
+    assert calls == [
+        (0, ["tiny_classifier-eager-224", "tiny_classifier-onnx-224", "tiny_generator-lite-256"]),
+        (1, ["tiny_classifier-quantized_int8-224", "tiny_generator-quantized_int8-256"]),
+        (2, ["tiny_generator-quantized_int8-256"]),  # the restart after the crash, same group
+    ]
+    assert [(r.model, r.variant, r.size) for r in recs] == cases  # in the order given
+    assert [r.status for r in recs] == ["counted", "error", "counted", "counted", "counted"]
+    assert "Segmentation fault" in recs[1].count.message
+
+
 def test_valgrind_command_collects_only_on_request(tmp_path) -> None:
     cmd = ins.valgrind_command(
         "valgrind",

@@ -6,7 +6,8 @@ code; the number of instructions the code executes does not.  This module counts
 * **one valgrind process for many cases.**  Starting Python and importing torch under callgrind
   takes minutes, so a single child (``python -m parbench.run.instructions``, launched by
   :func:`count_instructions`) loads every case (model x variant x size) in turn through the same
-  harness fixtures and artifacts as ``bench/``;
+  harness fixtures and artifacts as ``bench/``; the quantized_int8 cases, whose count depends on
+  where earlier cases left the heap (``OWN_PROCESS_FORMS``), get a second child of their own;
 * **collection only around the timed calls.**  valgrind starts with instrumentation on and
   collection off (``--instr-atstart=yes --collect-atstart=no``).  Per case, the session is loaded
   and warmed up uncounted (first call plus ``warmup`` calls, like the bench), then collection is
@@ -58,6 +59,13 @@ HOST_FORMS = ("eager", "torchscript", "lite", "quantized_int8", "onnx", "executo
 # second call of tiny_classifier's TorchScript form was 327 M instructions against 38 M in steady
 # state; docs/instructions.md).
 DEFAULT_CALLS = 1
+# Forms whose count depends on where earlier work left the heap: QNNPACK (quantized_int8) rebuilds
+# a convolution's indirection buffer whenever its input tensor sits at another address than on the
+# last call, and that rebuild is up to a tenth of the call.  After other forms have run in the same
+# process the addresses differ from process to process (tiny_generator at 256 px: 1,053 M and
+# 1,100 M instructions in two identical bench processes), while a process of their own gives the
+# same count every time.  They are counted in a valgrind process of their own.
+OWN_PROCESS_FORMS = ("quantized_int8",)
 DEFAULT_WARMUP = 2
 DEFAULT_INSTR_SIZES = "smallest"
 CHILD_ENV = {
@@ -278,8 +286,9 @@ def count_instructions(
     prepare_first: bool = True,
     log: Callable[[str], None] = lambda msg: None,
 ) -> list[InstructionRecord]:
-    """Count the instructions per call of every case in one valgrind process (more only if one
-    dies: the case it died in is reported as an error and a new process takes the rest).
+    """Count the instructions per call of every case in one valgrind process, and the cases of
+    OWN_PROCESS_FORMS in a second one (more only if one dies: the case it died in is reported as an
+    error and a new process takes the rest of its group).
 
     Returns one record per case, in the order given: ``counted`` with ``instructions_per_call``,
     or ``skipped``/``error`` with the reason.  ``workdir`` keeps the plan, the results, the child's
@@ -300,33 +309,57 @@ def count_instructions(
             work = Path(workdir)
             work.mkdir(parents=True, exist_ok=True)
         attempt = 0
-        while pending:
-            results, died = _run_child(pending, harness, settings, version, work, attempt, log)
-            for rec in results:
-                records[rec.case] = rec
-            pending = [c for c in pending if c not in records]
-            if not died or not pending:
-                break
-            crashed = died[0]
-            if crashed is not None and crashed in pending:
-                records[crashed] = _record(crashed, "error", died[1], valgrind=version)
-                pending.remove(crashed)
-            attempt += 1
-            if attempt > settings.max_restarts:
-                for c in pending:
-                    records[c] = _record(
-                        c,
-                        "error",
-                        f"not counted: the valgrind process died {attempt} times; last: {died[1][:500]}",
-                        valgrind=version,
-                    )
-                pending = []
-            elif pending:
-                log(
-                    f"valgrind process died ({died[1].splitlines()[0][:200]}); a new one counts the "
-                    f"{len(pending)} case(s) left"
-                )
+        for group in _process_groups(pending):
+            attempt = _count_group(group, records, harness, settings, version, work, attempt, log)
     return [records[c] for c in todo]
+
+
+def _process_groups(cases: Sequence[InstrCase]) -> list[list[InstrCase]]:
+    """The cases of each valgrind process: the forms of OWN_PROCESS_FORMS in one of their own."""
+    shared = [c for c in cases if c.variant not in OWN_PROCESS_FORMS]
+    own = [c for c in cases if c.variant in OWN_PROCESS_FORMS]
+    return [g for g in (shared, own) if g]
+
+
+def _count_group(
+    pending: list[InstrCase],
+    records: dict[InstrCase, InstructionRecord],
+    harness: HarnessSettings,
+    settings: CountSettings,
+    version: str,
+    work: Path,
+    attempt: int,
+    log: Callable[[str], None],
+) -> int:
+    """Count ``pending`` in one valgrind process (more if one dies); returns the next process number."""
+    first = attempt
+    while pending:
+        results, died = _run_child(pending, harness, settings, version, work, attempt, log)
+        for rec in results:
+            records[rec.case] = rec
+        pending = [c for c in pending if c not in records]
+        if not died or not pending:
+            break
+        crashed = died[0]
+        if crashed is not None and crashed in pending:
+            records[crashed] = _record(crashed, "error", died[1], valgrind=version)
+            pending.remove(crashed)
+        attempt += 1
+        if attempt - first > settings.max_restarts:
+            for c in pending:
+                records[c] = _record(
+                    c,
+                    "error",
+                    f"not counted: the valgrind process died {attempt - first} times; last: {died[1][:500]}",
+                    valgrind=version,
+                )
+            pending = []
+        elif pending:
+            log(
+                f"valgrind process died ({died[1].splitlines()[0][:200]}); a new one counts the "
+                f"{len(pending)} case(s) left"
+            )
+    return attempt + 1
 
 
 def _run_child(
