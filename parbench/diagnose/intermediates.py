@@ -424,7 +424,11 @@ def run_executorch(
         tool=(
             "ExecuTorch intermediate-output taps added before XNNPACK lowering (program rebuilt from the "
             "export request"
-            + ("" if dynamic or not wants_dynamic(req) else f", static at the example size {req.export_size} px")
+            + (
+                ""
+                if dynamic or not wants_dynamic(req)
+                else f", static at the example size {req.export_size} px"
+            )
             + "), run by the ExecuTorch runtime"
             + ("; int8 values read at their quantize nodes" if qparams else "")
         ),
