@@ -71,19 +71,19 @@ def test_wrong_weight_in_a_pte_rebuilt_from_a_patched_module(variant, heldout, t
     assert not before.over.any(), rep.render()
 
 
-def test_a_pte_for_all_sizes_is_rebuilt_static_at_the_example_size_with_the_same_values(heldout, tmp_path):
-    """One int8 .pte serves 64 and 96 px.  Localised at 64 (the example size) the program is rebuilt
-    static, which lowers in about half the time; at 96 it is rebuilt dynamic.  Both reproduce the
-    shipped .pte's outputs exactly, so both report on what ships."""
+def test_a_pte_for_all_sizes_is_rebuilt_as_the_same_program_at_every_size(heldout, tmp_path):
+    """One int8 .pte serves 64 and 96 px.  Localised at either size, the rebuilt program (dynamic, as
+    shipped) gives the shipped .pte's outputs exactly, so the layers it reports are the artifact's.
+    A static rebuild at the example size would lower faster but is another program: on SSDLite its
+    outputs were up to 0.93 away from the shipped ones."""
     _need("executorch_int8")
     s, m = heldout
     req = request(plant_fault(m), s, 64, int8=True, sizes=(64, 96))
     art = get_backend("executorch_int8").export(req, tmp_path / "model")
     assert art.meta["dynamic_shapes"]
-    for size, static in ((64, True), (96, False)):
+    for size in (64, 96):
         rep = localise(m, "executorch_int8", req, inputs(s, size), artifact=art)
         assert rep.artifact_check["ok"] and rep.artifact_check["max_abs"] == 0.0, (size, rep.artifact_check)
-        assert ("static at the example size 64 px" in rep.tool) is static, rep.tool
         assert carries(rep, PLANTED), rep.render()
 
 
