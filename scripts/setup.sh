@@ -31,7 +31,7 @@ extras=coreai without=.
 # rest and carries on, and the coreai_* forms skip.
 # --no-compile, then compileall on every core below: pip compiles the packages' bytecode on one core.
 if ! .venv/bin/python -m pip install --quiet --no-compile -e ".[$extras]" 2>.venv/install.log; then
-  echo "setup.sh: the Core AI packages did not install here ($(grep -m1 -E 'ERROR|error' .venv/install.log || echo 'see .venv/install.log')); installing without them" >&2
+  echo "setup.sh: installing with the Core AI packages failed ($(grep -m1 -E 'ERROR|error' .venv/install.log || echo 'see .venv/install.log')); installing without them" >&2
   .venv/bin/python -m pip install --quiet --no-compile -e "$without"
 fi
 # the packages' own test suites are never imported by a run
