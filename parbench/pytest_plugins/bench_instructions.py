@@ -1,5 +1,6 @@
 """``pytest bench/ --instructions``: after the timing, one valgrind process counts the timed cases'
-(and a second one the quantized_int8 cases) instructions per call (:mod:`parbench.run.instructions`) into their ``extra_info["instructions"]``.
+instructions per call (a second one the quantized_int8 cases; :mod:`parbench.run.instructions`)
+into their ``extra_info["instructions"]``.
 
 --instructions         count the host forms' timed calls under callgrind (1 thread)
 --instr-sizes SIZES    smallest (default: each model's smallest size), all, or a list like 224,256

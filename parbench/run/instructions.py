@@ -34,6 +34,7 @@ import argparse
 import contextlib
 import dataclasses
 import gc
+import itertools
 import json
 import os
 import re
@@ -44,7 +45,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -308,9 +309,9 @@ def count_instructions(
         else:
             work = Path(workdir)
             work.mkdir(parents=True, exist_ok=True)
-        attempt = 0
+        numbers = itertools.count()  # process-<n> files stay distinct across the groups
         for group in _process_groups(pending):
-            attempt = _count_group(group, records, harness, settings, version, work, attempt, log)
+            _count_group(group, records, harness, settings, version, work, numbers, log)
     return [records[c] for c in todo]
 
 
@@ -328,13 +329,13 @@ def _count_group(
     settings: CountSettings,
     version: str,
     work: Path,
-    attempt: int,
+    numbers: Iterator[int],
     log: Callable[[str], None],
-) -> int:
-    """Count ``pending`` in one valgrind process (more if one dies); returns the next process number."""
-    first = attempt
+) -> None:
+    """Count ``pending`` in one valgrind process (more, up to ``max_restarts``, if one dies)."""
+    deaths = 0
     while pending:
-        results, died = _run_child(pending, harness, settings, version, work, attempt, log)
+        results, died = _run_child(pending, harness, settings, version, work, next(numbers), log)
         for rec in results:
             records[rec.case] = rec
         pending = [c for c in pending if c not in records]
@@ -344,13 +345,13 @@ def _count_group(
         if crashed is not None and crashed in pending:
             records[crashed] = _record(crashed, "error", died[1], valgrind=version)
             pending.remove(crashed)
-        attempt += 1
-        if attempt - first > settings.max_restarts:
+        deaths += 1
+        if deaths > settings.max_restarts:
             for c in pending:
                 records[c] = _record(
                     c,
                     "error",
-                    f"not counted: the valgrind process died {attempt - first} times; last: {died[1][:500]}",
+                    f"not counted: the valgrind process died {deaths} times; last: {died[1][:500]}",
                     valgrind=version,
                 )
             pending = []
@@ -359,7 +360,6 @@ def _count_group(
                 f"valgrind process died ({died[1].splitlines()[0][:200]}); a new one counts the "
                 f"{len(pending)} case(s) left"
             )
-    return attempt + 1
 
 
 def _run_child(
