@@ -35,8 +35,8 @@ def _export_slowly(root: str, log: str, barrier) -> str:
 def test_concurrent_writers_export_once_and_never_see_torn_entries(tmp_path):
     ctx = mp.get_context("spawn")
     n = 4
-    barrier = ctx.Manager().Barrier(n)
-    with ctx.Pool(n) as pool:
+    with ctx.Manager() as manager, ctx.Pool(n) as pool:  # the manager's process ends with the test
+        barrier = manager.Barrier(n)
         results = pool.starmap(_export_slowly, [(str(tmp_path), str(tmp_path / "log"), barrier)] * n)
     assert (tmp_path / "log").read_text().count("export") == 1
     assert sorted(r.split()[0] for r in results) == ["exported"] + ["hit"] * (n - 1)

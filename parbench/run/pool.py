@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -233,12 +234,25 @@ class CasePool:
             # the executor's own process list too: a worker still starting up has not said hello,
             # and one left alive keeps this interpreter from exiting
             procs = list((getattr(self._executor, "_processes", None) or {}).values())
-            self._executor.shutdown(wait=False, cancel_futures=True)
             for pid in self._pids | {p.pid for p in procs if p.pid}:
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-            for proc in procs:
-                proc.join(timeout=10)
+            for proc in _still_running(procs, timeout=10):
+                proc.kill()
+            # the executor's own thread reaps the workers, and this waits for it; this thread must
+            # not wait on them as well: of two threads waiting on one child, one can miss its exit
+            self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _still_running(procs: Sequence[Any], timeout: float) -> list[Any]:
+    """The processes that have not exited within ``timeout`` seconds (seen by their sentinels,
+    without reaping them)."""
+    pending = {proc.sentinel: proc for proc in procs}
+    deadline = time.monotonic() + timeout
+    while pending and (left := deadline - time.monotonic()) > 0:
+        for sentinel in multiprocessing.connection.wait(list(pending), left):
+            pending.pop(sentinel)
+    return list(pending.values())
