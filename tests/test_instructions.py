@@ -20,6 +20,7 @@ from parbench.run.instructions import (
     InstrCase,
     InstructionRecord,
     InstructionsError,
+    parse_callgrind_functions,
     parse_callgrind_total,
     parse_instr_sizes,
     select_cases,
@@ -79,6 +80,42 @@ def test_parse_callgrind_total_reads_the_summary_in_event_order() -> None:
         parse_callgrind_total(DUMP.format(events="Dr", summary="5"))
     with pytest.raises(InstructionsError, match="no 'events:'"):
         parse_callgrind_total("summary: 5\n")
+
+
+# the shape of a real dump (valgrind 3.19, --dump-line=no): names compressed to "(id)" after their
+# first use, which may be a cfn= line; a call's cost on the line after its calls= line
+SET_ASIDE_DUMP = """events: Ir
+summary: 10000
+
+fn=(1) at::native::qconv
+0 500
+cfn=(2) pytorch_qnnp_indirection_init_dwconv
+calls=1 0
+0 300
+cfn=(3) pytorch_q8conv_ukernel_4x4c2__sse2
+calls=4 0
+0 8000
+
+fn=(2)
+0 300
+
+fn=(4) pytorch_qnnp_indirection_init_conv3d
+0 120
+cfn=(5) memset
+calls=1 0
+0 30
+
+fn=(5)
++2 30
+"""
+
+
+def test_set_aside_functions_are_their_own_blocks_and_calls_not_their_callers() -> None:
+    # dwconv 300 (its block, not the caller's call line) + conv3d 120 and its call to memset 30
+    assert parse_callgrind_functions(SET_ASIDE_DUMP, ins.SET_ASIDE_FUNCTIONS) == 450
+    assert parse_callgrind_functions(SET_ASIDE_DUMP, ("pytorch_q8conv",)) == 0  # only called, no block
+    assert parse_callgrind_functions(SET_ASIDE_DUMP, ("memset",)) == 30
+    assert parse_callgrind_functions(SET_ASIDE_DUMP, ("at::native::qconv",)) == 8800
 
 
 def _counted(**over: object) -> InstructionCount:

@@ -23,6 +23,7 @@ class InstructionCount(Record):
     message: str = ""  # why a case was skipped or failed
     per_call: float | None = Field(default=None, gt=0)  # instructions per counted call
     total: int | None = Field(default=None, ge=0)  # instructions of all counted calls
+    set_aside: int = Field(default=0, ge=0)  # of total, left out of per_call (SET_ASIDE_FUNCTIONS)
     calls: int = Field(default=0, ge=0)
     warmup_calls: int = Field(default=0, ge=0)  # uncounted calls before them (first call included)
     threads: int | None = None  # torch intra-op threads in effect
