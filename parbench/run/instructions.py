@@ -563,6 +563,7 @@ def parse_callgrind_functions(text: str, prefixes: Sequence[str]) -> int:
     """The inclusive cost (the dump's first event) of the functions whose names start with one of
     ``prefixes``: every cost line in their ``fn=`` blocks, their own and their calls'."""
     names: dict[str, str] = {}  # name compression: "(id) name" defines an id, "(id)" refers to it
+    starts = tuple(prefixes)
     inside = False
     total = 0
     for line in text.splitlines():
@@ -576,7 +577,7 @@ def parse_callgrind_functions(text: str, prefixes: Sequence[str]) -> int:
             else:
                 name = names.get(m.group(1), "")
             if line.startswith("fn="):
-                inside = name.startswith(tuple(prefixes))
+                inside = name.startswith(starts)
         elif inside and line[:1] in "0123456789+-*":  # a cost line: position, then the events
             fields = line.split()
             if len(fields) > 1:
