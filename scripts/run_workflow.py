@@ -11,7 +11,9 @@ workflow lands). It runs the job's ``run:`` steps exactly as written, with bash 
 them (``bash --noprofile --norc -eo pipefail``), from the repository root:
 
 * ``${{ github.run_id }}``, ``${{ env.X }}``, ``${{ matrix.X }}`` and ``${{ steps.ID.outputs.X }}``
-  are substituted; ``GITHUB_OUTPUT`` and ``GITHUB_STEP_SUMMARY`` are files under ``--log-dir``;
+  are substituted, ``${{ github.token }}`` by this machine's GH_TOKEN or GITHUB_TOKEN and
+  ``${{ vars.X }}`` by its environment variable X (empty without them); a step's ``env:`` is set for its script; ``GITHUB_OUTPUT`` and
+  ``GITHUB_STEP_SUMMARY`` are files under ``--log-dir``;
 * a step's ``if:`` may be ``always()``, ``success()``, ``failure()`` or a comparison of a step
   output with a quoted string; a step without one runs only while no step has failed;
   ``continue-on-error: true`` keeps a failure from failing the job;
@@ -99,7 +101,11 @@ def substitute(text: str, state: JobState) -> str:
         expr = match.group(1)
         if expr == "github.run_id":
             return state.run_id
+        if expr == "github.token":  # this machine's token, if it has one
+            return os.environ.get("GH_TOKEN") or os.environ.get("GITHUB_TOKEN") or ""
         scope, _, name = expr.partition(".")
+        if scope == "vars" and re.fullmatch(r"\w+", name):  # repository variables: this machine's environment
+            return os.environ.get(name, "")
         if scope == "env" and name in state.env:
             return state.env[name]
         if scope == "matrix" and name in state.matrix:
@@ -197,6 +203,7 @@ def run_job(
             "GITHUB_STEP_SUMMARY": str(summary),
             "GITHUB_RUN_ID": state.run_id,
             "CI": "true",
+            **{str(k): substitute(str(v), state) for k, v in (step.get("env") or {}).items()},
         }
         with tempfile.NamedTemporaryFile("w", suffix=".sh", dir=log_dir, delete=False) as handle:
             handle.write(script)

@@ -110,6 +110,30 @@ def test_env_override_and_replace_rewrite_the_commands(tmp_path):
     assert out.read_text() == "hi --tier smoke\n"
 
 
+def test_a_steps_env_is_set_and_the_token_comes_from_this_machine(tmp_path, monkeypatch):
+    out = tmp_path / "env.txt"
+    wf = _workflow(
+        tmp_path,
+        f"""\
+        - env:
+            TOKEN_SEEN: ${{{{ github.token }}}}
+            PLACE: "${{{{ env.GREETING }}}} there"
+          run: echo "$TOKEN_SEEN|$PLACE" >> {out}
+        - run: echo "${{TOKEN_SEEN:-unset}}" >> {out}
+        """,
+    )
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.setenv("GH_TOKEN", "machine-token")
+    result = _invoke("--workflow", str(wf), "--job", "main", "--log-dir", str(tmp_path / "log"))
+    assert result.exit_code == 0, result.output
+    # the step's env is its own: the next step does not see it
+    assert out.read_text() == "machine-token|hello there\nunset\n"
+    monkeypatch.delenv("GH_TOKEN")
+    out.unlink()
+    assert _invoke("--workflow", str(wf), "--job", "main", "--log-dir", str(tmp_path / "log")).exit_code == 0
+    assert out.read_text() == "|hello there\nunset\n"
+
+
 def test_matrix_entry_is_required_and_substituted(tmp_path):
     out = tmp_path / "m.txt"
     extra = """\
@@ -159,7 +183,15 @@ def test_read_outputs_understands_both_forms(tmp_path):
 @pytest.mark.parametrize(
     ("job", "matrix", "expected"),
     [
-        ("nightly", "", ["--tier smoke --threads 1 --runs auto --budget", "pytest parity/ --tier smoke"]),
+        (
+            "nightly",
+            "",
+            [
+                "--tier smoke --threads 1 --runs auto --budget",
+                "pytest parity/ --tier smoke",
+                'parbench device fetch --artifact device-results --within 24 --out "$DEVICE_RESULTS"',
+            ],
+        ),
         ("instructions", "model=animegan,size=64", ["--models animegan --sizes 64", "--instructions"]),
     ],
 )
@@ -170,3 +202,17 @@ def test_the_projects_nightly_reads_and_every_expression_is_resolved(tmp_path, j
     assert "${{" not in result.output
     for text in expected:
         assert text in result.output
+
+
+def test_the_device_workflow_reads_and_every_expression_is_resolved(tmp_path, monkeypatch):
+    """The lab Mac's job as a cron job on the Mac would run it: every expression resolves (the
+    repository variables from the environment) and the commands are the ones the nightly expects."""
+    wf = REPO / ".github/workflows/device.yml"
+    monkeypatch.setenv("PARBENCH_DEVICE_TIER", "default")
+    dry = _invoke("--workflow", str(wf), "--job", "device", "--dry-run", "--log-dir", str(tmp_path))
+    assert dry.exit_code == 0, dry.output
+    assert "${{" not in dry.output
+    assert '--tier "${DEVICE_TIER:-smoke}"' in dry.output
+    assert '--run-id "nightly-' in dry.output and '-$launch"' in dry.output
+    assert 'parbench device export --store "$STORE" --since-hours 24 --out "$RESULTS"' in dry.output
+    assert "upload-artifact" in dry.output

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import secrets
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 import click
 
 from parbench.cli import options
-from parbench.device import mac
+from parbench.device import artifacts, mac
 from parbench.device.build import DEFAULT_BUILD_DIR, REPO_ROOT, build_core, run_core_tests
 from parbench.device.relay import run_relay
 from parbench.device.replay import format_rows, run_replay, summary_rows, tier_models
@@ -200,6 +201,89 @@ def import_command(source: Path, store_path: Path, no_complete: bool) -> None:
             f"run {r.run_id}: {'new' if r.created else 'known'}, {r.stored} results stored, "
             f"{r.duplicates} already there"
         )
+
+
+@device_group.command("export")
+@click.option(
+    "--store",
+    "store_path",
+    default="results.sqlite",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder for the result documents (<run_id>.json)",
+)
+@click.option(
+    "--since-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="only runs created this recently",
+)
+@click.option("--run-id", "run_ids", multiple=True, help="only this run (repeatable)")
+def export_command(
+    store_path: Path, out_dir: Path, since_hours: float | None, run_ids: tuple[str, ...]
+) -> None:
+    """Write the store's complete device runs as result documents, the files `parbench device
+    import` reads on another machine (the lab Mac uploads them; the nightly fetches them)."""
+    try:
+        written = artifacts.export_results(store_path, out_dir, since_hours=since_hours, run_ids=run_ids)
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in written:
+        click.echo(f"wrote {path}")
+    if not written:
+        window = f" created in the last {since_hours:g} h" if since_hours is not None else ""
+        raise click.ClickException(f"{store_path} holds no complete device run{window}: nothing to export")
+
+
+@device_group.command("fetch")
+@click.option(
+    "--repo",
+    default=lambda: os.environ.get("GITHUB_REPOSITORY", ""),
+    show_default="$GITHUB_REPOSITORY",
+    help="OWNER/NAME of the repository whose device workflow uploads the results",
+)
+@click.option("--artifact", default=artifacts.DEFAULT_ARTIFACT, show_default=True, help="artifact name")
+@click.option(
+    "--within",
+    "within_hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=24,
+    show_default=True,
+    help="hours: artifacts created earlier are left",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder for the downloaded zips (what `parbench device import` then reads)",
+)
+@click.option(
+    "--api-url",
+    default=lambda: os.environ.get("GITHUB_API_URL", artifacts.GITHUB_API),
+    show_default="$GITHUB_API_URL or https://api.github.com",
+)
+def fetch_command(repo: str, artifact: str, within_hours: float, out_dir: Path, api_url: str) -> None:
+    """Download the device workflow's result artifacts of the last hours (GitHub's REST API; token
+    from GH_TOKEN or GITHUB_TOKEN). Without a repository (not on GitHub Actions, no --repo) there is
+    nothing to fetch: a lab machine leaves result documents in the import folder itself."""
+    if not repo:
+        click.echo("no repository (--repo, or GITHUB_REPOSITORY on GitHub Actions): nothing fetched")
+        return
+    try:
+        fetched = artifacts.fetch_artifacts(
+            repo, artifacts.github_token(), out_dir, artifact, within_hours, api_url, echo=click.echo
+        )
+    except DeviceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    documents = sum(f.documents for f in fetched)
+    click.echo(f"fetched {len(fetched)} artifact(s), {documents} JSON file(s), into {out_dir}")
 
 
 def _has_pte(fixtures_dir: Path) -> bool:

@@ -170,7 +170,7 @@ def _looks_like_result_doc(doc: Any) -> bool:
     return isinstance(doc, dict) and {"run_id", "run", "results"} <= doc.keys()
 
 
-def _result_document(doc: dict[str, Any], origin: str) -> ResultDocument:
+def result_document(doc: dict[str, Any], origin: str) -> ResultDocument:
     run, results = doc["run"], doc["results"]
     if not isinstance(run, dict) or not isinstance(results, list):
         raise DeviceError(f"{origin}: a result document has 'run' (an object) and 'results' (a list)")
@@ -275,7 +275,7 @@ def load_result_docs(path: Path | str) -> list[ResultDocument]:
                 raise DeviceError(f"{name} is not JSON ({exc})") from exc
             continue
         if _looks_like_result_doc(doc):
-            docs.append(_result_document(doc, name))
+            docs.append(result_document(doc, name))
     if not docs:
         looked = (
             f"{len(candidates)} JSON files"
