@@ -179,15 +179,20 @@ def replay_command(
         )
 
 
+def _store_option(must_exist: bool = False) -> Any:
+    """``--store`` of the device commands: the results store, results.sqlite by default."""
+    return click.option(
+        "--store",
+        "store_path",
+        default="results.sqlite",
+        show_default=True,
+        type=click.Path(exists=must_exist, dir_okay=False, path_type=Path),
+    )
+
+
 @device_group.command("import")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--store",
-    "store_path",
-    default="results.sqlite",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-)
+@_store_option()
 @click.option("--no-complete", is_flag=True, help="leave imported runs open")
 def import_command(source: Path, store_path: Path, no_complete: bool) -> None:
     """Load device results into the store: SOURCE is an .xcresult bundle (macOS, needs xcrun),
@@ -204,13 +209,7 @@ def import_command(source: Path, store_path: Path, no_complete: bool) -> None:
 
 
 @device_group.command("export")
-@click.option(
-    "--store",
-    "store_path",
-    default="results.sqlite",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-)
+@_store_option()
 @click.option(
     "--out",
     "out_dir",
@@ -508,13 +507,7 @@ def relay_command(udid: str, device_port: int, local_port: int, collector: str, 
 
 
 @device_group.command("table")
-@click.option(
-    "--store",
-    "store_path",
-    default="results.sqlite",
-    show_default=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-)
+@_store_option(must_exist=True)
 @click.option("--run-id", "run_ids", multiple=True, required=True, help="a run to show (repeatable)")
 def table_command(store_path: Path, run_ids: tuple[str, ...]) -> None:
     """The device latency table: one row per result of each run (median, first run, load, cosine)."""
