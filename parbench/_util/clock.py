@@ -21,3 +21,9 @@ def utc_now(precise: bool = False) -> str:
 def file_stamp() -> str:
     """A UTC stamp for file names (``20261130T020118Z``)."""
     return now().strftime(STAMP_FORMAT)
+
+
+def parse_utc(text: str) -> dt.datetime:
+    """An aware datetime from a stored time (``Z``, an offset, or none: UTC)."""
+    stamp = dt.datetime.fromisoformat(text)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)

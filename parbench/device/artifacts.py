@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from parbench._util import clock
 from parbench.errors import DeviceError
 from parbench.history.ingest import result_document
 from parbench.history.store import Store
@@ -32,11 +33,6 @@ GITHUB_API = "https://api.github.com"
 
 # ---------------------------------------------------------------------------------------------
 # export: a store's device runs as result documents
-
-
-def _parse_utc(text: str) -> dt.datetime:
-    stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
 def export_results(
@@ -54,7 +50,7 @@ def export_results(
         raise DeviceError(
             f"{store_path} does not exist: give the store the device runs were imported into (--store)"
         )
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     with Store(store_path) as store:
         _, runs = store.list_runs(source="device")
         if run_ids:
@@ -68,7 +64,7 @@ def export_results(
             runs = [r for r in runs if r["run_id"] in run_ids]
         if since_hours is not None:
             cutoff = now - dt.timedelta(hours=since_hours)
-            runs = [r for r in runs if _parse_utc(r["created_utc"]) >= cutoff]
+            runs = [r for r in runs if clock.parse_utc(r["created_utc"]) >= cutoff]
         runs = [r for r in runs if r["status"] == "complete"]
         documents = [
             {
@@ -86,8 +82,9 @@ def export_results(
     written = []
     for doc in documents:
         path = out_dir / f"{doc['run_id']}.json"
-        result_document(json.loads(json.dumps(doc)), str(path))  # raises DeviceError if it would not import
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        text = json.dumps(doc, indent=1) + "\n"
+        result_document(json.loads(text), str(path))  # raises DeviceError if it would not import
+        path.write_text(text)
         written.append(path)
     return written
 
@@ -131,14 +128,14 @@ def fetch_artifacts(
     """Downloads every unexpired artifact named ``artifact`` of ``repo`` created in the last
     ``within_hours`` as ``<out_dir>/<artifact>-<id>.zip`` (``parbench device import`` reads the
     result documents inside zips). Returns what was fetched; none is not an error."""
-    if "/" not in repo or repo.count("/") != 1 or not all(repo.split("/")):
+    if repo.count("/") != 1 or not all(repo.split("/")):
         raise DeviceError(f"--repo must be OWNER/NAME, got {repo!r}")
     if not token:
         raise DeviceError(
             "no GitHub token: set GH_TOKEN or GITHUB_TOKEN (in a workflow: GH_TOKEN: ${{ github.token }}, "
             "with `permissions: actions: read`)"
         )
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock.now()
     cutoff = now - dt.timedelta(hours=within_hours)
     headers = {
         "Authorization": f"Bearer {token}",
@@ -167,7 +164,9 @@ def fetch_artifacts(
         recent = [
             a
             for a in found
-            if a.get("name") == artifact and not a.get("expired") and _parse_utc(a["created_at"]) >= cutoff
+            if a.get("name") == artifact
+            and not a.get("expired")
+            and clock.parse_utc(a["created_at"]) >= cutoff
         ]
         echo(
             f"{repo}: {len(found)} artifact(s) named {artifact!r}, {len(recent)} created since "
