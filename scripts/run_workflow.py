@@ -12,7 +12,8 @@ them (``bash --noprofile --norc -eo pipefail``), from the repository root:
 
 * ``${{ github.run_id }}``, ``${{ env.X }}``, ``${{ matrix.X }}`` and ``${{ steps.ID.outputs.X }}``
   are substituted, ``${{ github.token }}`` by this machine's GH_TOKEN or GITHUB_TOKEN and
-  ``${{ vars.X }}`` by its environment variable X (empty without them); a step's ``env:`` is set for its script; ``GITHUB_OUTPUT`` and
+  ``${{ vars.X }}`` by its environment variable X (empty without them); a step's ``env:`` is set
+  for its script (``--dry-run`` names its variables, not their values); ``GITHUB_OUTPUT`` and
   ``GITHUB_STEP_SUMMARY`` are files under ``--log-dir``;
 * a step's ``if:`` may be ``always()``, ``success()``, ``failure()`` or a comparison of a step
   output with a quoted string; a step without one runs only while no step has failed;
@@ -190,8 +191,12 @@ def run_job(
         script = substitute(str(step.get("run", "")), state)
         for old, new in replacements:
             script = script.replace(old, new)
+        # the step's env: resolved in a dry run too, so an expression this runner cannot evaluate
+        # fails there; a dry run names the variables without their values (a token among them)
+        step_env = {str(k): substitute(str(v), state) for k, v in (step.get("env") or {}).items()}
         if dry_run:
-            echo(f"[{index}] {name}\n{script}")
+            names = f"env: {', '.join(step_env)}\n" if step_env else ""
+            echo(f"[{index}] {name}\n{names}{script}")
             results.append(StepResult(name, "skipped", why="dry run"))
             continue
         output = log_dir / f"output-{index}.txt"
@@ -203,7 +208,7 @@ def run_job(
             "GITHUB_STEP_SUMMARY": str(summary),
             "GITHUB_RUN_ID": state.run_id,
             "CI": "true",
-            **{str(k): substitute(str(v), state) for k, v in (step.get("env") or {}).items()},
+            **step_env,
         }
         with tempfile.NamedTemporaryFile("w", suffix=".sh", dir=log_dir, delete=False) as handle:
             handle.write(script)

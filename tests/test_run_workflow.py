@@ -110,7 +110,7 @@ def test_env_override_and_replace_rewrite_the_commands(tmp_path):
     assert out.read_text() == "hi --tier smoke\n"
 
 
-def test_a_steps_env_is_set_and_the_token_comes_from_this_machine(tmp_path, monkeypatch):
+def test_a_steps_env_is_set_and_the_token_and_variables_come_from_this_machine(tmp_path, monkeypatch):
     out = tmp_path / "env.txt"
     wf = _workflow(
         tmp_path,
@@ -118,20 +118,23 @@ def test_a_steps_env_is_set_and_the_token_comes_from_this_machine(tmp_path, monk
         - env:
             TOKEN_SEEN: ${{{{ github.token }}}}
             PLACE: "${{{{ env.GREETING }}}} there"
-          run: echo "$TOKEN_SEEN|$PLACE" >> {out}
+            TIER: ${{{{ vars.PARBENCH_TEST_TIER }}}}
+          run: echo "$TOKEN_SEEN|$PLACE|$TIER" >> {out}
         - run: echo "${{TOKEN_SEEN:-unset}}" >> {out}
         """,
     )
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     monkeypatch.setenv("GH_TOKEN", "machine-token")
+    monkeypatch.setenv("PARBENCH_TEST_TIER", "smoke")
     result = _invoke("--workflow", str(wf), "--job", "main", "--log-dir", str(tmp_path / "log"))
     assert result.exit_code == 0, result.output
     # the step's env is its own: the next step does not see it
-    assert out.read_text() == "machine-token|hello there\nunset\n"
+    assert out.read_text() == "machine-token|hello there|smoke\nunset\n"
     monkeypatch.delenv("GH_TOKEN")
+    monkeypatch.delenv("PARBENCH_TEST_TIER")
     out.unlink()
     assert _invoke("--workflow", str(wf), "--job", "main", "--log-dir", str(tmp_path / "log")).exit_code == 0
-    assert out.read_text() == "|hello there\nunset\n"
+    assert out.read_text() == "|hello there|\nunset\n"
 
 
 def test_matrix_entry_is_required_and_substituted(tmp_path):
@@ -212,6 +215,7 @@ def test_the_device_workflow_reads_and_every_expression_is_resolved(tmp_path, mo
     dry = _invoke("--workflow", str(wf), "--job", "device", "--dry-run", "--log-dir", str(tmp_path))
     assert dry.exit_code == 0, dry.output
     assert "${{" not in dry.output
+    assert "env: PARBENCH_UDID, PARBENCH_TEAM, DEVICE_TIER, LAUNCHES\n" in dry.output
     assert '--tier "${DEVICE_TIER:-smoke}"' in dry.output
     assert '--run-id "nightly-' in dry.output and '-$launch"' in dry.output
     assert 'parbench device export --store "$STORE" --since-hours 24 --out "$RESULTS"' in dry.output
