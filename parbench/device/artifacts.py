@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import zipfile
@@ -180,16 +181,15 @@ def fetch_artifacts(
                 raise DeviceError(f"downloading artifact {a['id']} of {repo}: {exc}") from exc
             if response.status_code != 200:
                 raise _github_error(response, f"downloading artifact {a['id']} of {repo}")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(response.content)
             try:
-                with zipfile.ZipFile(path) as z:
+                with zipfile.ZipFile(io.BytesIO(response.content)) as z:
                     documents = sum(1 for n in z.namelist() if n.endswith(".json"))
             except zipfile.BadZipFile as exc:
-                path.unlink()
                 raise DeviceError(
-                    f"artifact {a['id']} of {repo} is not a zip archive ({exc}); nothing kept"
+                    f"artifact {a['id']} of {repo} is not a zip archive ({exc}); it was not kept"
                 ) from exc
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(response.content)
             echo(f"  artifact {a['id']} ({a['created_at']}): {documents} JSON file(s) -> {path}")
             fetched.append(FetchedArtifact(int(a["id"]), a["created_at"], path, documents))
     return fetched
